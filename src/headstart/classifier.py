@@ -1,0 +1,341 @@
+"""`Classifier`: one object that trains, predicts, evaluates, saves and loads; the CLI mirrors it."""
+
+from __future__ import annotations
+
+import glob
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .backbones import BackboneSpec, get_backbone
+from .bundle import load_bundle, save_bundle
+from .data.dataset import Dataset, scan
+from .data.images import is_image_path
+from .data.remote import resolve_data
+from .errors import HeadstartError
+from .features import FeatureExtractor
+from .head import build_head
+from .hparams import HParams
+from .metrics import Metrics, compute_metrics
+from .preprocessing import Preprocessing
+from .train import History, fit_head
+
+PathLike = str | Path
+
+
+@dataclass
+class Prediction:
+    path: Path
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+
+    def top(self, k: int) -> list[tuple[str, float]]:
+        return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:k]
+
+
+@dataclass
+class Predictions:
+    """Predictions in input order plus the inputs that could not be read, with reasons."""
+
+    classes: list[str]
+    items: list[Prediction]
+    failures: dict[Path, str] = field(default_factory=dict)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Prediction:
+        return self.items[i]
+
+    @property
+    def labels(self) -> list[str]:
+        return [p.label for p in self.items]
+
+
+@dataclass
+class Evaluation:
+    metrics: Metrics
+    split: str
+    data: Path
+    failures: dict[Path, str] = field(default_factory=dict)
+
+
+def collect_images(inputs: Iterable[PathLike]) -> tuple[list[Path], dict[Path, str]]:
+    """Expand files, folders (recursively, hidden files ignored) and glob patterns into image paths."""
+    paths: list[Path] = []
+    missing: dict[Path, str] = {}
+    for item in inputs:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            paths += sorted(
+                f for f in p.rglob("*")
+                if f.is_file() and is_image_path(f) and not any(x.startswith(".") for x in f.relative_to(p).parts)
+            )
+        elif p.is_file():
+            paths.append(p)
+        elif any(ch in str(item) for ch in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file())
+            paths += matches
+            if not matches:
+                missing[p] = "pattern matched no file"
+        else:
+            missing[p] = "no such file or folder"
+    seen: set[Path] = set()
+    unique = [p for p in paths if not (p in seen or seen.add(p))]
+    return unique, missing
+
+
+def environment() -> dict:
+    import onnxruntime
+    import PIL
+
+    return {
+        "headstart": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "pillow": PIL.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+    }
+
+
+class Classifier:
+    """A trained image classifier: backbone spec + head + labels + preprocessing.
+
+    Build one with `Classifier.train(folder)` (or `headstart.train`), or `Classifier.load(bundle)`.
+    """
+
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        head: nn.Sequential,
+        classes: Sequence[str],
+        hparams: HParams,
+        preprocessing: Preprocessing | None = None,
+        weights: PathLike | None = None,
+        info: dict | None = None,
+        engine: str = "auto",
+    ):
+        self.spec = spec
+        self.head = head.eval()
+        self.classes = list(classes)
+        self.hparams = hparams
+        self.preprocessing = preprocessing or spec.preprocessing
+        self.weights = weights
+        self.info = info or {}
+        self.engine = engine
+        self._extractor: FeatureExtractor | None = None
+
+    def __repr__(self) -> str:
+        acc = self.info.get("metrics", {}).get("accuracy")
+        tail = f", {self.info['evaluated_on']} accuracy={acc:.3f}" if acc is not None else ""
+        return f"Classifier(backbone={self.spec.name!r}, classes={self.classes!r}{tail})"
+
+    # -- training ---------------------------------------------------------------------------
+    @classmethod
+    def train(
+        cls,
+        data: PathLike,
+        hparams: HParams | None = None,
+        *,
+        out: PathLike | None = None,
+        weights: PathLike | None = None,
+        engine: str = "auto",
+        quiet: bool = False,
+        **overrides,
+    ) -> Classifier:
+        """Scan `data`, extract (cached) features, train the head, evaluate on the test split
+        (validation if there is none) and, if `out` is given, save the bundle there."""
+        hp = hparams or HParams()
+        if overrides:
+            hp = HParams.from_dict({**hp.to_dict(), **overrides})
+        started = time.perf_counter()
+        spec = get_backbone(hp.backbone)
+        spec.weights_path(weights)  # fail early, before scanning, if weights are missing
+        root = resolve_data(data, quiet=quiet)
+        dataset = scan(root, hp.val_fraction, hp.test_fraction, hp.seed)
+        extractor = FeatureExtractor(spec, weights, engine=engine)
+        t0 = time.perf_counter()
+        paths = [s.path for s in dataset.samples]
+        extraction = extractor.extract(paths, quiet=quiet)
+        extract_seconds = time.perf_counter() - t0
+        rows = {paths[i]: row for row, i in enumerate(extraction.ok)}
+        dataset.drop(extraction.failures)
+        features = _features_by_split(dataset, extraction.features, rows)
+
+        x_train, y_train = features["train"]
+        x_val, y_val = features.get("val", (None, None))
+        head, history = fit_head(x_train, y_train, x_val, y_val, len(dataset.classes), hp, quiet=quiet)
+
+        clf = cls(spec, head, dataset.classes, hp, weights=weights, engine=engine)
+        clf._extractor = extractor
+        eval_split = "test" if "test" in features else "val" if "val" in features else "train"
+        x_eval, y_eval = features[eval_split]
+        metrics = compute_metrics(y_eval, clf.predict_features(x_eval), dataset.classes)
+        clf.info = {
+            "data": _dataset_summary(dataset),
+            "history": history.to_dict(),
+            "evaluated_on": eval_split,
+            "metrics": metrics.to_dict(),
+            "splits": {
+                split: compute_metrics(y, clf.predict_features(x), dataset.classes).to_dict()
+                for split, (x, y) in features.items()
+            },
+            "timings": {
+                "feature_extraction_s": round(extract_seconds, 3),
+                "images_computed": extraction.computed,
+                "images_from_cache": len(extraction.ok) - extraction.computed,
+                "head_training_s": round(history.seconds, 3),
+                "total_s": round(time.perf_counter() - started, 3),
+            },
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        if out is not None:
+            clf.save(out)
+        return clf
+
+    @property
+    def metrics(self) -> Metrics | None:
+        m = self.info.get("metrics")
+        if not m:
+            return None
+        return Metrics(
+            classes=self.classes,
+            accuracy=m["accuracy"],
+            precision=[m["per_class"][c]["precision"] for c in self.classes],
+            recall=[m["per_class"][c]["recall"] for c in self.classes],
+            f1=[m["per_class"][c]["f1"] for c in self.classes],
+            support=[m["per_class"][c]["support"] for c in self.classes],
+            confusion=m["confusion"],
+            top_k_accuracy={int(k): v for k, v in m["top_k_accuracy"].items()},
+            count=m["count"],
+        )
+
+    @property
+    def history(self) -> History:
+        return History(**self.info.get("history", {}))
+
+    @property
+    def skipped(self) -> list[dict]:
+        return self.info.get("data", {}).get("skipped", [])
+
+    # -- inference --------------------------------------------------------------------------
+    @property
+    def extractor(self) -> FeatureExtractor:
+        if self._extractor is None:
+            self._extractor = FeatureExtractor(self.spec, self.weights, engine=self.engine, preprocessing=self.preprocessing)
+        return self._extractor
+
+    def predict_features(self, features: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, num_classes) from backbone features (N, feature_dim)."""
+        with torch.inference_mode():
+            return torch.softmax(self.head(torch.from_numpy(np.asarray(features, np.float32))), 1).numpy()
+
+    def predict(self, inputs: PathLike | Iterable[PathLike], quiet: bool = True) -> Predictions:
+        """Predict files, folders (recursively) or glob patterns; unreadable files are reported."""
+        if isinstance(inputs, (str, Path)):
+            inputs = [inputs]
+        paths, failures = collect_images(inputs)
+        extraction = self.extractor.extract(paths, use_cache=False, description="Predicting", quiet=quiet)
+        failures.update(extraction.failures)
+        probs = self.predict_features(extraction.features)
+        items = []
+        for i, p in zip(extraction.ok, probs):
+            best = int(p.argmax())
+            items.append(Prediction(paths[i], self.classes[best], float(p[best]), dict(zip(self.classes, map(float, p)))))
+        return Predictions(self.classes, items, failures)
+
+    def evaluate(self, data: PathLike, quiet: bool = True) -> Evaluation:
+        """Metrics on a labelled folder: its test split if pre-split (else val), else all its images."""
+        dataset = scan(resolve_data(data, quiet=quiet), val_fraction=0.0, test_fraction=0.0)
+        split = next((s for s in ("test", "val") if dataset.presplit and dataset.split(s)), "train")
+        index = {name: i for i, name in enumerate(self.classes)}
+        unknown = [c for c in dataset.classes if c not in index]
+        if unknown:
+            raise HeadstartError(f"{dataset.root}: class {unknown[0]!r} is not one of the model's labels {self.classes}")
+        samples = dataset.split(split)
+        extraction = self.extractor.extract([s.path for s in samples], description="Evaluating", quiet=quiet)
+        y = np.array([index[dataset.classes[samples[i].label]] for i in extraction.ok], dtype=np.int64)
+        metrics = compute_metrics(y, self.predict_features(extraction.features), self.classes)
+        failures = {Path(s.path): s.reason for s in dataset.skipped} | extraction.failures
+        return Evaluation(metrics, split if dataset.presplit else "all", dataset.root, failures)
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, directory: PathLike) -> Path:
+        meta = {
+            "labels": self.classes,
+            "backbone": {"name": self.spec.name, "weights_sha256": self.spec.weights.sha256, "feature_dim": self.spec.feature_dim},
+            "preprocessing": self.preprocessing.to_dict(),
+            "head": {"hidden": list(self.hparams.hidden), "dropout": self.hparams.dropout},
+            "hparams": self.hparams.to_dict(),
+            **self.info,
+            "environment": environment(),
+        }
+        tensors = {f"head.{k}": v for k, v in self.head.state_dict().items()}
+        return save_bundle(directory, tensors, meta)
+
+    @classmethod
+    def load(cls, directory: PathLike, weights: PathLike | None = None, engine: str = "auto") -> Classifier:
+        tensors, meta = load_bundle(directory)
+        where = Path(directory)
+        try:
+            spec = get_backbone(meta["backbone"]["name"])
+            classes = [str(c) for c in meta["labels"]]
+            hp = HParams.from_dict(meta.get("hparams", {}))
+            preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+            hidden = tuple(int(h) for h in meta["head"]["hidden"])
+            dropout = float(meta["head"]["dropout"])
+            recorded_sha = meta["backbone"]["weights_sha256"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise HeadstartError(f"{where}: incomplete model.json ({type(e).__name__}: {e})") from None
+        if recorded_sha != spec.weights.sha256:
+            raise HeadstartError(f"{where}: trained on other {spec.name} weights (sha256 {recorded_sha[:12]}…) than headstart uses")
+        if len(classes) < 2 or len(set(classes)) != len(classes):
+            raise HeadstartError(f"{where}: labels in model.json are missing or repeated")
+        head = build_head(spec.feature_dim, len(classes), hidden, dropout)
+        state = {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}
+        expected = {k: tuple(v.shape) for k, v in head.state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in state.items()}
+        if expected != found:
+            raise HeadstartError(
+                f"{where}: model.safetensors does not match model.json "
+                f"({len(classes)} labels, head {list(hidden) or 'linear'}); the bundle was altered or mixed up"
+            )
+        head.load_state_dict(state)
+        info = {k: meta[k] for k in ("data", "history", "evaluated_on", "metrics", "splits", "timings", "created") if k in meta}
+        return cls(spec, head, classes, hp, preprocessing, weights=weights, info=info, engine=engine)
+
+
+def _features_by_split(dataset: Dataset, features: np.ndarray, rows: dict[Path, int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(features, labels) per non-empty split; `rows` maps an image path to its feature row."""
+    out = {}
+    for split in ("train", "val", "test"):
+        samples = dataset.split(split)
+        if samples:
+            x = features[[rows[s.path] for s in samples]]
+            out[split] = (x, np.array([s.label for s in samples], dtype=np.int64))
+    return out
+
+
+def _dataset_summary(dataset: Dataset) -> dict:
+    return {
+        "root": str(dataset.root),
+        "classes": dataset.classes,
+        "presplit": dataset.presplit,
+        "counts": dataset.counts(),
+        "imbalance": round(dataset.imbalance(), 3),
+        "skipped": [{"path": s.path, "reason": s.reason} for s in dataset.skipped],
+    }

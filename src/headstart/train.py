@@ -1,0 +1,101 @@
+"""Stage 1: train the head on cached features, with early stopping on validation loss."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .head import build_head
+from .hparams import HParams
+from .progress import progress_bar
+
+
+@dataclass
+class History:
+    """Per-epoch curves and where the best weights came from."""
+
+    train_loss: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights normalised to mean 1 (sklearn's 'balanced')."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = len(labels) / (num_classes * np.maximum(counts, 1))
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def fit_head(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+    num_classes: int,
+    hp: HParams,
+    quiet: bool = False,
+) -> tuple[nn.Sequential, History]:
+    """Train a fresh head; returns it with the best validation-loss weights restored (eval mode)."""
+    start = time.perf_counter()
+    generator = seed_everything(hp.seed)
+    head = build_head(x_train.shape[1], num_classes, hp.hidden, hp.dropout)
+    weight = class_weights(y_train, num_classes) if hp.class_weights == "auto" else None
+    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=hp.label_smoothing)
+    eval_loss = nn.CrossEntropyLoss(weight=weight)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
+    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train).long()
+    has_val = x_val is not None and len(x_val) > 0
+    xv, yv = (torch.from_numpy(x_val), torch.from_numpy(y_val).long()) if has_val else (xt, yt)
+
+    history = History()
+    best_loss, best_state, stale = float("inf"), copy.deepcopy(head.state_dict()), 0
+    with progress_bar("Training head", hp.epochs, quiet) as advance:
+        for epoch in range(hp.epochs):
+            head.train()
+            order = torch.randperm(len(xt), generator=generator)
+            total, correct, seen = 0.0, 0, 0
+            for batch in order.split(hp.batch_size):
+                logits = head(xt[batch])
+                loss = loss_fn(logits, yt[batch])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(batch)
+                correct += (logits.argmax(1) == yt[batch]).sum().item()
+                seen += len(batch)
+            head.eval()
+            with torch.no_grad():
+                logits = head(xv)
+                val_loss = eval_loss(logits, yv).item()
+                val_acc = (logits.argmax(1) == yv).float().mean().item()
+            history.train_loss.append(total / seen)
+            history.train_accuracy.append(correct / seen)
+            history.val_loss.append(val_loss)
+            history.val_accuracy.append(val_acc)
+            advance(info=f"val loss {val_loss:.3f} acc {val_acc:.3f}")
+            if val_loss < best_loss - 1e-6:
+                best_loss, best_state, stale = val_loss, copy.deepcopy(head.state_dict()), 0
+                history.best_epoch = epoch + 1
+            else:
+                stale += 1
+                if stale >= hp.patience:
+                    break
+    head.load_state_dict(best_state)
+    history.seconds = time.perf_counter() - start
+    return head.eval(), history
