@@ -63,7 +63,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         a = np.asarray(image, dtype=np.float64)
         lo, hi = float(a.min()), float(a.max())
         a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
-        return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(np.round(a).astype(np.uint8), "L").convert("RGB")
     if image.mode == "P" and "transparency" in image.info or image.mode in ("PA", "LA", "RGBA", "La", "RGBa"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+import headstart
+from headstart.errors import HeadstartError
+from headstart.hparams import HParams
+from headstart.train import class_weights, fit_head
+
+
+def test_same_seed_same_data_gives_identical_metrics(small_hymenoptera):
+    a = headstart.train(small_hymenoptera, seed=3)
+    b = headstart.train(small_hymenoptera, seed=3)
+    assert a.info["metrics"] == b.info["metrics"] and a.info["history"]["val_loss"] == b.info["history"]["val_loss"]
+    assert b.info["timings"]["images_computed"] == 0  # second run: every feature from the cache
+
+
+def test_learns_separable_classes(colour_folder):
+    clf = headstart.train(colour_folder, val_fraction=0.2, test_fraction=0.2)
+    assert clf.metrics.accuracy == 1.0
+    assert clf.info["evaluated_on"] == "test" and clf.metrics.count == 6
+
+
+def test_early_stopping_restores_the_best_epoch():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    xv = rng.normal(size=(30, 8)).astype(np.float32)
+    yv = rng.integers(0, 2, 30)  # noise labels: validation loss soon rises
+    head, history = fit_head(x, y, xv, yv, 2, HParams(epochs=200, patience=5, learning_rate=0.05))
+    assert len(history.val_loss) < 200
+    assert history.best_epoch == int(np.argmin(history.val_loss)) + 1
+    assert len(history.val_loss) - history.best_epoch == 5
+
+
+def test_auto_class_weights_balance_the_loss():
+    w = class_weights(np.array([0] * 90 + [1] * 10), 2)
+    assert w[1] / w[0] == pytest.approx(9.0)
+    assert float(w.mean()) == pytest.approx(np.mean([100 / 180, 100 / 20]))
+
+
+def test_invalid_hyperparameters_are_user_errors():
+    with pytest.raises(HeadstartError, match="invalid dropout"):
+        HParams(dropout=1.5)
+    with pytest.raises(HeadstartError, match="invalid class_weights"):
+        HParams(class_weights="sometimes")
