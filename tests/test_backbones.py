@@ -26,7 +26,7 @@ def test_pretrained_backbone_recognises_ants_and_bees(name, hymenoptera):
     model = spec.create()
     names = imagenet_classes()
     files = sorted((hymenoptera / "val" / "bees").glob("*.jpg"))[:10]
-    x = torch.from_numpy(np.stack([spec.preprocessing(load_image(f, 256)) for f in files]))
+    x = spec.preprocessing.normalize(torch.from_numpy(np.stack([spec.preprocessing(load_image(f, 256)) for f in files])))
     with torch.inference_mode():
         top5 = model(x).topk(5).indices
     hits = sum(names.index("bee") in row for row in top5.tolist())

@@ -2,6 +2,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from headstart.data.images import ImageDecodeError, decode, load_image
@@ -77,8 +78,12 @@ def test_draft_mode_keeps_enough_pixels_for_the_crop():
     assert min(image.size) >= 256 and image.size[0] < 2000  # shrunk by DCT scaling, but not below the resize
 
 
-def test_preprocessing_resizes_crops_and_normalises():
+def test_preprocessing_crops_the_centre_and_normalises():
     pp = Preprocessing()
-    x = pp(Image.new("RGB", (500, 300), (124, 116, 104)))  # about the ImageNet mean colour
-    assert x.shape == (3, 224, 224) and x.dtype == np.float32
-    assert np.abs(x).max() < 0.05
+    image = Image.new("RGB", (500, 300), (124, 116, 104))  # about the ImageNet mean colour
+    image.paste((255, 0, 0), (0, 0, 60, 300))  # a red band that the centre crop must cut away
+    x = pp(image)
+    assert x.shape == (224, 224, 3) and x.dtype == np.uint8
+    assert x[:, 0, 0].min() < 200  # no red at the left edge of the crop
+    normalised = pp.normalize(torch.from_numpy(x)[None])
+    assert normalised.shape == (1, 3, 224, 224) and normalised.abs().max() < 0.05

@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
+import torch
 
 import headstart
 from headstart.errors import HeadstartError
 from headstart.hparams import HParams
-from headstart.train import class_weights, fit_head
+from headstart.train import AdamW, class_weights, fit_head
 
 
 def test_same_seed_same_data_gives_identical_metrics(small_hymenoptera):
@@ -43,3 +44,20 @@ def test_invalid_hyperparameters_are_user_errors():
         HParams(dropout=1.5)
     with pytest.raises(HeadstartError, match="invalid class_weights"):
         HParams(class_weights="sometimes")
+
+
+def test_adamw_matches_torch_optim_step_for_step():
+    torch.manual_seed(0)
+    a = torch.nn.Linear(6, 3)
+    b = torch.nn.Linear(6, 3)
+    b.load_state_dict(a.state_dict())
+    ours = AdamW(a.parameters(), lr=0.01, weight_decay=0.1)
+    reference = torch.optim.AdamW(b.parameters(), lr=0.01, weight_decay=0.1)
+    for step in range(25):
+        x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+        for model, opt in ((a, ours), (b, reference)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)

@@ -137,7 +137,8 @@ def cmd_imagenet(args) -> int:
             err.print(f"skipped {path}: {e}", markup=False)
             continue
         with torch.inference_mode():
-            probs = torch.softmax(model(torch.from_numpy(spec.preprocessing(image))[None]), 1)[0]
+            x = spec.preprocessing.normalize(torch.from_numpy(spec.preprocessing(image))[None])
+            probs = torch.softmax(model(x), 1)[0]
         top = torch.topk(probs, 5)
         table = Table(title=f"{path}: what ImageNet {spec.name} sees", title_justify="left")
         table.add_column("class")
