@@ -5,7 +5,7 @@ import torch
 import headstart
 from headstart.errors import HeadstartError
 from headstart.hparams import HParams
-from headstart.train import AdamW, class_weights, fit_head
+from headstart.training import AdamW, class_weights, fit_head
 
 
 def test_same_seed_same_data_gives_identical_metrics(small_hymenoptera):
@@ -61,3 +61,24 @@ def test_adamw_matches_torch_optim_step_for_step():
             opt.step()
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
+def test_metrics_agree_with_scikit_learn():
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
+
+    from headstart.metrics import compute_metrics
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 5, 300)
+    y[:3] = 4  # class 3 may go unpredicted: zero-division must give 0 as in sklearn
+    probs = rng.dirichlet(np.ones(5), 300)
+    probs[np.arange(300), y] += rng.random(300) * 0.6  # better than chance
+    m = compute_metrics(y, probs, list("abcde"))
+    p, r, f, s = precision_recall_fscore_support(y, probs.argmax(1), labels=range(5), zero_division=0)
+    np.testing.assert_allclose(m.precision, p)
+    np.testing.assert_allclose(m.recall, r)
+    np.testing.assert_allclose(m.f1, f)
+    assert m.support == s.tolist()
+    assert m.confusion == confusion_matrix(y, probs.argmax(1), labels=range(5)).tolist()
+    assert m.top_k_accuracy[3] == pytest.approx(top_k_accuracy_score(y, probs, k=3, labels=range(5)))
+    assert m.accuracy == pytest.approx(np.mean(probs.argmax(1) == y))

@@ -6,13 +6,31 @@
     clf.save("models/flowers"); clf = headstart.load("models/flowers")
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 
-from .classifier import Classifier, Evaluation, Prediction, Predictions  # noqa: E402
-from .errors import HeadstartError  # noqa: E402
-from .hparams import HParams  # noqa: E402
+# Attributes load on first use, so that `headstart --help` does not wait for torch.
+_LAZY = {
+    "Classifier": "classifier", "Evaluation": "classifier", "Prediction": "classifier", "Predictions": "classifier",
+    "HeadstartError": "errors", "HParams": "hparams",
+}
 
-train = Classifier.train
-load = Classifier.load
+if TYPE_CHECKING:
+    from .classifier import Classifier, Evaluation, Prediction, Predictions
+    from .errors import HeadstartError
+    from .hparams import HParams
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in ("train", "load"):
+        return getattr(importlib.import_module(".classifier", __name__).Classifier, name)
+    raise AttributeError(f"module 'headstart' has no attribute {name!r}")
+
 
 __all__ = ["Classifier", "Evaluation", "HParams", "HeadstartError", "Prediction", "Predictions", "load", "train", "__version__"]

@@ -26,7 +26,7 @@ from .head import build_head
 from .hparams import HParams
 from .metrics import Metrics, compute_metrics
 from .preprocessing import Preprocessing
-from .train import History, fit_head
+from .training import History, fit_head
 
 PathLike = str | Path
 

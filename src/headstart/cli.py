@@ -140,7 +140,8 @@ def cmd_imagenet(args) -> int:
             x = spec.preprocessing.normalize(torch.from_numpy(spec.preprocessing(image))[None])
             probs = torch.softmax(model(x), 1)[0]
         top = torch.topk(probs, 5)
-        table = Table(title=f"{path}: what ImageNet {spec.name} sees", title_justify="left")
+        out.print(f"[bold]{path}[/]: what the ImageNet {spec.name} sees")
+        table = Table()
         table.add_column("class")
         table.add_column("probability", justify="right")
         for p, i in zip(top.values.tolist(), top.indices.tolist()):

@@ -74,7 +74,8 @@ def run_demo(data: str | Path | None = None, out_dir: str | Path | None = None, 
     )
     console.print(f"[bold]4. Reloaded[/] it: predictions identical to the trained model: {'yes' if same else 'NO'}")
 
-    table = Table(title="5. Predictions of the reloaded model on held-out images", title_justify="left")
+    console.print("[bold]5. Predictions[/] of the reloaded model on held-out images")
+    table = Table()
     for col in ("image", "true", "predicted", "probability"):
         table.add_column(col)
     for sample, p in zip(held_out, after):

@@ -58,7 +58,7 @@ class Preprocessing:
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         """An RGB image as the uint8 (H, W, 3) array the model graph takes; it normalises itself."""
-        return np.asarray(self.crop(image), dtype=np.uint8)
+        return np.array(self.crop(image), dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W), as the model graph does it."""

@@ -6,35 +6,46 @@ from pathlib import Path
 
 from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
 from .metrics import Metrics
 
 
-def metrics_table(metrics: Metrics, title: str) -> Table:
-    table = Table(title=title, title_justify="left", show_footer=True)
-    table.add_column("class", footer=f"accuracy {metrics.accuracy:.3f}")
-    table.add_column("precision", justify="right", footer=f"n = {metrics.count}")
-    table.add_column("recall", justify="right")
-    table.add_column("F1", justify="right", footer=f"macro {metrics.macro_f1:.3f}")
-    table.add_column("support", justify="right")
+def metrics_table(metrics: Metrics) -> Table:
+    table = Table()
+    for col, justify in (("class", "left"), ("precision", "right"), ("recall", "right"), ("F1", "right"), ("support", "right")):
+        table.add_column(col, justify=justify)
     for name, p, r, f, s in zip(metrics.classes, metrics.precision, metrics.recall, metrics.f1, metrics.support):
         table.add_row(name, f"{p:.3f}", f"{r:.3f}", f"{f:.3f}", str(s))
     return table
 
 
 def confusion_table(metrics: Metrics) -> Table:
-    table = Table(title="Confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    table = Table()
     table.add_column("true \\ predicted")
     for name in metrics.classes:
         table.add_column(name, justify="right")
-    for name, row in zip(metrics.classes, metrics.confusion):
-        i = metrics.classes.index(name)
+    for i, (name, row) in enumerate(zip(metrics.classes, metrics.confusion)):
         table.add_row(name, *[f"[bold green]{v}[/]" if j == i else (f"[red]{v}[/]" if v else "0") for j, v in enumerate(row)])
     return table
 
 
+def headline(metrics: Metrics) -> str:
+    correct = sum(metrics.confusion[i][i] for i in range(len(metrics.classes)))
+    top_k = ", ".join(f"top-{k} {v:.3f}" for k, v in metrics.top_k_accuracy.items() if k > 1)
+    return (
+        f"accuracy [bold]{metrics.accuracy:.3f}[/] ({correct}/{metrics.count}), macro F1 {metrics.macro_f1:.3f}"
+        + (f", {top_k}" if top_k else "")
+    )
+
+
 def evaluation_view(metrics: Metrics, title: str) -> Group:
-    return Group(metrics_table(metrics, title), confusion_table(metrics))
+    return Group(
+        Text.from_markup(f"[bold]{title}[/]: {headline(metrics)}"),
+        metrics_table(metrics),
+        Text("Confusion matrix (rows: true class, columns: predicted)"),
+        confusion_table(metrics),
+    )
 
 
 def print_skipped(console: Console, skipped: dict[Path, str] | list[dict], limit: int = 20) -> None:
