@@ -24,11 +24,13 @@ from .errors import HeadstartError
 from .features import FeatureExtractor
 from .head import build_head
 from .hparams import HParams
+from .leakage import check_leakage, group_near_duplicates
 from .metrics import Metrics, compute_metrics
 from .preprocessing import Preprocessing
 from .training import History, fit_head
 
 PathLike = str | Path
+INFO_KEYS = ("data", "leakage", "history", "evaluated_on", "metrics", "splits", "timings", "created")
 
 
 @dataclass
@@ -166,7 +168,7 @@ class Classifier:
         spec = get_backbone(hp.backbone)
         spec.weights_path(weights)  # fail early, before scanning, if weights are missing
         root = resolve_data(data, quiet=quiet)
-        dataset = scan(root, hp.val_fraction, hp.test_fraction, hp.seed)
+        dataset = scan(root, hp.val_fraction, hp.test_fraction, hp.seed, group_by=hp.group_by)
         extractor = FeatureExtractor(spec, weights, engine=engine)
         t0 = time.perf_counter()
         paths = [s.path for s in dataset.samples]
@@ -174,6 +176,10 @@ class Classifier:
         extract_seconds = time.perf_counter() - t0
         rows = {paths[i]: row for row, i in enumerate(extraction.ok)}
         dataset.drop(extraction.failures)
+        if hp.group_by == "auto":
+            order = [rows[s.path] for s in dataset.samples]
+            groups = group_near_duplicates(extraction.features[order], hp.near_duplicate_threshold)
+            dataset.regroup({s.path: int(g) for s, g in zip(dataset.samples, groups)})
         features = _features_by_split(dataset, extraction.features, rows)
 
         x_train, y_train = features["train"]
@@ -185,8 +191,14 @@ class Classifier:
         eval_split = "test" if "test" in features else "val" if "val" in features else "train"
         x_eval, y_eval = features[eval_split]
         metrics = compute_metrics(y_eval, clf.predict_features(x_eval), dataset.classes)
+        order = [rows[s.path] for s in dataset.samples]
+        leakage = check_leakage(
+            [str(s.path) for s in dataset.samples], [s.split for s in dataset.samples], extraction.features[order],
+            [extraction.hashes[i] for i in order], hp.near_duplicate_threshold, history.to_dict(),
+        )
         clf.info = {
             "data": _dataset_summary(dataset),
+            "leakage": leakage.to_dict() | {"message": leakage.message()},
             "history": history.to_dict(),
             "evaluated_on": eval_split,
             "metrics": metrics.to_dict(),
@@ -227,6 +239,11 @@ class Classifier:
     @property
     def history(self) -> History:
         return History(**self.info.get("history", {}))
+
+    @property
+    def leakage(self) -> dict:
+        """Near-duplicates across and within splits, exact duplicates, and whether validation leaks."""
+        return self.info.get("leakage", {})
 
     @property
     def skipped(self) -> list[dict]:
@@ -315,7 +332,7 @@ class Classifier:
                 f"({len(classes)} labels, head {list(hidden) or 'linear'}); the bundle was altered or mixed up"
             )
         head.load_state_dict(state)
-        info = {k: meta[k] for k in ("data", "history", "evaluated_on", "metrics", "splits", "timings", "created") if k in meta}
+        info = {k: meta[k] for k in INFO_KEYS if k in meta}
         return cls(spec, head, classes, hp, preprocessing, weights=weights, info=info, engine=engine)
 
 

@@ -56,11 +56,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     data = p.add_argument_group("data")
     data.add_argument("--val-fraction", type=float, default=d.val_fraction, help="share of images held out for validation when not pre-split (default %(default)s)")
     data.add_argument("--test-fraction", type=float, default=d.test_fraction, help="share held out for the final test when not pre-split (default %(default)s)")
+    data.add_argument("--group-by", metavar="auto|REGEX", help="keep groups in one split: auto clusters near-duplicate images; "
+                      "a regex groups files by its capture in the file name, e.g. '^[a-z]+(\\d+)-' for rock01-023.png")
+    data.add_argument("--near-duplicate-threshold", type=float, default=d.near_duplicate_threshold, metavar="COS",
+                      help="feature similarity at which two images count as near-copies (default %(default)s)")
 
 
 def cmd_train(args) -> int:
     from .classifier import Classifier
-    from .summary import evaluation_view, print_skipped
+    from .summary import evaluation_view, print_leakage, print_skipped
 
     hp = HParams(**{f: getattr(args, f) for f in HParams().to_dict()})
     target = Path(args.out) if args.out else _default_out(args.data)
@@ -79,6 +83,7 @@ def cmd_train(args) -> int:
         f"head: {len(h['val_loss'])} epochs (best {h['best_epoch']}) in {t['head_training_s']:.1f} s"
     )
     out.print(evaluation_view(clf.metrics, f"Evaluation on the {info['evaluated_on']} split"))
+    print_leakage(err, info["leakage"])
     out.print(f"Model saved to [bold]{target}[/]  ({t['total_s']:.1f} s in all)")
     return 0
 

@@ -25,6 +25,8 @@ class HParams:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     seed: int = 42
+    group_by: str | None = None  # None, "auto" (near-duplicate clusters) or a regex on file names
+    near_duplicate_threshold: float = 0.75  # centred cosine at which two images count as near-copies
 
     def __post_init__(self):
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -38,6 +40,7 @@ class HParams:
             "patience": self.patience >= 1,
             "class_weights": self.class_weights in ("none", "auto"),
             "hidden": all(h > 0 for h in self.hidden),
+            "near_duplicate_threshold": 0 < self.near_duplicate_threshold <= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

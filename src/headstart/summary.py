@@ -57,3 +57,25 @@ def print_skipped(console: Console, skipped: dict[Path, str] | list[dict], limit
         console.print(f"  {path}: {reason}", highlight=False, markup=False)
     if len(items) > limit:
         console.print(f"  … and {len(items) - limit} more (all listed in model.json)")
+
+
+def print_leakage(console: Console, leakage: dict, limit: int = 10) -> None:
+    """Near-copies across splits (named), duplicates, and the leakage verdict with its fix."""
+    if not leakage:
+        return
+    cross = leakage.get("cross_split", [])
+    if cross:
+        console.print(f"[yellow]{len(cross)} held-out image(s) have a near-copy in train (similarity >= {leakage['threshold']:.2f}):[/]")
+        for d in cross[:limit]:
+            console.print(f"  {d['path']}  ~  {d['match']}  ({d['similarity']:.3f})", markup=False, highlight=False)
+        if len(cross) > limit:
+            console.print(f"  … and {len(cross) - limit} more (all listed in model.json)")
+    within = leakage.get("within_split", [])
+    exact = leakage.get("exact_duplicates", [])
+    if within or exact:
+        console.print(
+            f"[yellow]Duplicates inside splits: {len(within)} near-duplicate pair(s), {len(exact)} set(s) of identical files[/]"
+            " (they inflate counts; listed in model.json)"
+        )
+    if leakage.get("message"):
+        console.print(f"[bold yellow]Warning:[/] {leakage['message']}")

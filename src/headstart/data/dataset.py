@@ -7,6 +7,7 @@ Layouts: `DATA/<class>/*` (split here: stratified, seeded) or pre-split
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,8 @@ class Dataset:
     samples: list[Sample]
     skipped: list[Skipped] = field(default_factory=list)
     presplit: bool = False
+    fractions: dict[str, float] = field(default_factory=dict)  # how the held-out splits were drawn
+    seed: int = 42
 
     def split(self, name: str) -> list[Sample]:
         return [s for s in self.samples if s.split == name]
@@ -57,6 +60,17 @@ class Dataset:
     def imbalance(self) -> float:
         counts = [n for n in self.counts().get("train", {}).values()]
         return max(counts) / max(min(counts), 1) if counts else 1.0
+
+    def regroup(self, groups: dict[Path, object]) -> None:
+        """Redraw the held-out splits so that every group lands wholly in one split.
+
+        Only for folders split here: a pre-split folder's split is the user's and is kept.
+        """
+        if self.presplit:
+            return
+        pooled = [Sample(s.path, s.label, "train") for s in self.samples]
+        self.samples = _assign(pooled, self.fractions, self.seed, "train", groups)
+        self.validate()
 
     def drop(self, failures: dict[Path, str]) -> None:
         """Remove samples that turned out to be unreadable, recording why."""
@@ -98,8 +112,15 @@ def scan(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     seed: int = 42,
+    group_by: str | None = None,
 ) -> Dataset:
-    """Find classes and images under `root` and assign every image to a split."""
+    """Find classes and images under `root` and assign every image to a split.
+
+    `group_by` is a regular expression searched in each file name: files with the same capture
+    (group 1, else the whole match) stay in one split. "auto" groups are made later, from features
+    (see `Dataset.regroup`); here they split like no grouping.
+    """
+    pattern = _compile_group_pattern(group_by)
     root = Path(root).expanduser()
     if not root.is_dir():
         raise HeadstartError(f"{root}: no such folder")
@@ -116,35 +137,63 @@ def scan(
                     raise HeadstartError(f"{class_dir}: class {class_dir.name!r} is not in {subdirs['train']}")
                 samples += [Sample(p, index[class_dir.name], split) for p in _files(class_dir, skipped)]
         if "val" not in subdirs:  # carve validation out of train, stratified
-            samples = _assign(samples, {"val": val_fraction}, seed, only="train")
+            samples = _assign(samples, {"val": val_fraction}, seed, "train", _name_groups(samples, pattern))
         dataset = Dataset(root, classes, samples, skipped, presplit=True)
     else:
         class_dirs = _class_dirs(root)
         classes = [p.name for p in class_dirs]
         samples = [Sample(p, i, "train") for i, d in enumerate(class_dirs) for p in _files(d, skipped)]
-        samples = _assign(samples, {"test": test_fraction, "val": val_fraction}, seed, only="train")
-        dataset = Dataset(root, classes, samples, skipped)
+        samples = _assign(samples, {"test": test_fraction, "val": val_fraction}, seed, "train", _name_groups(samples, pattern))
+        dataset = Dataset(root, classes, samples, skipped, fractions={"test": test_fraction, "val": val_fraction}, seed=seed)
     if not dataset.samples:
         raise HeadstartError(f"{root}: no images found (expected {root}/<class>/<image> or {root}/train/<class>/<image>)")
     dataset.validate()
     return dataset
 
 
-def _assign(samples: list[Sample], fractions: dict[str, float], seed: int, only: str) -> list[Sample]:
-    """Move a seeded, per-class random share of the `only` split into the splits in `fractions`."""
+def _compile_group_pattern(group_by: str | None) -> re.Pattern | None:
+    if group_by in (None, "", "auto"):
+        return None
+    try:
+        return re.compile(group_by)
+    except re.error as e:
+        raise HeadstartError(f"--group-by {group_by!r} is not a valid regular expression ({e})") from None
+
+
+def _name_groups(samples: list[Sample], pattern: re.Pattern | None) -> dict[Path, str] | None:
+    """Group key per file from its name; files the pattern does not match are groups of their own."""
+    if pattern is None:
+        return None
+    groups = {}
+    for s in samples:
+        m = pattern.search(s.path.name)
+        groups[s.path] = (m.group(1) if m.groups() else m.group(0)) if m else f"\0{s.path}"
+    return groups
+
+
+def _assign(
+    samples: list[Sample], fractions: dict[str, float], seed: int, only: str, groups: dict[Path, object] | None = None
+) -> list[Sample]:
+    """Move a seeded, per-class random share of the `only` split into the splits in `fractions`,
+    keeping each group (if given) whole."""
     for name, frac in fractions.items():
         if not 0 <= frac < 1:
             raise HeadstartError(f"{name} fraction must be in [0, 1), got {frac}")
     if sum(fractions.values()) >= 1:
         raise HeadstartError("validation and test fractions leave no training images")
     rng = random.Random(seed)
+    pool = sorted((s for s in samples if s.split == only), key=lambda s: str(s.path))
+    moved = _assign_groups(pool, fractions, rng, groups) if groups is not None else _assign_samples(pool, fractions, rng)
+    return [Sample(s.path, s.label, moved.get(s.path, s.split)) for s in samples]
+
+
+def _assign_samples(pool: list[Sample], fractions: dict[str, float], rng: random.Random) -> dict[Path, str]:
     by_class: dict[int, list[Sample]] = {}
-    for s in samples:
-        if s.split == only:
-            by_class.setdefault(s.label, []).append(s)
+    for s in pool:
+        by_class.setdefault(s.label, []).append(s)
     moved: dict[Path, str] = {}
     for label in sorted(by_class):
-        group = sorted(by_class[label], key=lambda s: str(s.path))
+        group = by_class[label]
         rng.shuffle(group)
         start = 0
         for name, frac in fractions.items():
@@ -155,4 +204,28 @@ def _assign(samples: list[Sample], fractions: dict[str, float], seed: int, only:
             for s in group[start : start + n]:
                 moved[s.path] = name
             start += n
-    return [Sample(s.path, s.label, moved.get(s.path, s.split)) for s in samples]
+    return moved
+
+
+def _assign_groups(pool: list[Sample], fractions: dict[str, float], rng: random.Random, groups: dict[Path, object]) -> dict[Path, str]:
+    """Whole groups, in seeded random order, go to the held-out split that still needs most of
+    their classes; the rest stay in training. Stratified as far as the groups allow."""
+    members: dict[str, list[Sample]] = {}
+    for s in pool:
+        members.setdefault(str(groups.get(s.path, f"\0{s.path}")), []).append(s)
+    per_class = Counter(s.label for s in pool)
+    need = {name: {c: round(n * frac) for c, n in per_class.items()} for name, frac in fractions.items()}
+    order = sorted(members)
+    rng.shuffle(order)
+    moved: dict[Path, str] = {}
+    for key in order:
+        group = members[key]
+        composition = Counter(s.label for s in group)
+        wanted = {name: sum(min(k, need[name][c]) for c, k in composition.items()) for name in fractions}
+        best = max(wanted, key=wanted.get, default=None)
+        if best is not None and wanted[best] > 0 and 2 * wanted[best] >= len(group):
+            for s in group:
+                moved[s.path] = best
+            for c, k in composition.items():
+                need[best][c] -= k
+    return moved

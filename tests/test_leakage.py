@@ -1,0 +1,121 @@
+"""Near-duplicate leakage between splits, and splitting by group."""
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance
+
+import headstart
+from headstart.data.dataset import scan
+from headstart.leakage import validation_pinned
+
+BASES_PER_CLASS, FRAMES = 6, 8
+
+
+def burst(base: Image.Image, rng: np.random.Generator, n: int) -> list[Image.Image]:
+    """Frames of one scene: each shifted by a few pixels, re-lit slightly, with sensor noise."""
+    base = base.convert("RGB").resize((288, 288))
+    frames = []
+    for _ in range(n):
+        dx, dy = rng.integers(0, 17, 2)
+        frame = base.crop((dx, dy, dx + 272, dy + 272))
+        frame = ImageEnhance.Brightness(frame).enhance(rng.uniform(0.95, 1.05))
+        noisy = np.asarray(frame, np.float32) + rng.normal(0, 4, (272, 272, 3))
+        frames.append(Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)))
+    return frames
+
+
+@pytest.fixture(scope="module")
+def bursts(tmp_path_factory, hymenoptera):
+    """Flat folder: 6 scenes x 8 frames per class, named <class><scene>-<frame>.png (as rock01-023.png)."""
+    root = tmp_path_factory.mktemp("bursts") / "data"
+    rng = np.random.default_rng(0)
+    for cls in ("ants", "bees"):
+        photos = sorted((hymenoptera / "train" / cls).glob("*.jpg"))[: BASES_PER_CLASS]
+        (root / cls).mkdir(parents=True)
+        for b, photo in enumerate(photos):
+            for f, frame in enumerate(burst(Image.open(photo), rng, FRAMES)):
+                frame.save(root / cls / f"{cls}{b:02d}-{f:03d}.png")
+    return root
+
+
+def cross_split_pairs(clf) -> list[tuple[str, str]]:
+    return [(d["path"], d["match"]) for d in clf.leakage["cross_split"]]
+
+
+def test_random_split_of_bursts_is_flagged(bursts):
+    clf = headstart.train(bursts, val_fraction=0.2, test_fraction=0.2)
+    assert clf.leakage["likely"]
+    n, total = clf.leakage["held_out_with_copy"]["val"]
+    assert n == total  # every validation frame has a sibling frame in train
+    assert "--group-by auto" in clf.leakage["message"]
+
+
+def test_group_by_auto_keeps_bursts_together(bursts):
+    clf = headstart.train(bursts, val_fraction=0.2, test_fraction=0.2, group_by="auto")
+    dataset_counts = clf.info["data"]["counts"]
+    assert sum(dataset_counts["val"].values()) > 0 and sum(dataset_counts["test"].values()) > 0
+    assert cross_split_pairs(clf) == []
+    assert not clf.leakage["likely"]
+
+
+def test_group_by_regex_keeps_named_groups_together(bursts):
+    ds = scan(bursts, 0.2, 0.2, seed=1, group_by=r"^[a-z]+(\d+)-")
+    split_of_scene = {}
+    for s in ds.samples:
+        scene = (s.label, s.path.name.split("-")[0])
+        assert split_of_scene.setdefault(scene, s.split) == s.split, f"scene {scene} spans splits"
+    assert {s.split for s in ds.samples} == {"train", "val", "test"}
+
+
+def test_independent_split_is_not_flagged(bursts, tmp_path):
+    """Whole scenes in val that train never saw: near-copies inside val, none across."""
+    for path in bursts.rglob("*.png"):
+        scene = int(path.name[len(path.parent.name) : len(path.parent.name) + 2])
+        split = "val" if scene >= BASES_PER_CLASS - 2 else "train"
+        (tmp_path / split / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, tmp_path / split / path.parent.name / path.name)
+    clf = headstart.train(tmp_path)
+    assert cross_split_pairs(clf) == [] and not clf.leakage["likely"]
+    assert clf.leakage["within_split"]  # the bursts inside val are still reported as duplicates
+
+
+def test_hymenoptera_is_quiet(hymenoptera):
+    clf = headstart.train(hymenoptera)
+    assert clf.leakage["cross_split"] == [] and not clf.leakage["likely"] and clf.leakage["message"] is None
+
+
+def test_planted_near_copies_in_val_are_named(hymenoptera, tmp_path):
+    root = tmp_path / "hym"
+    shutil.copytree(hymenoptera, root)
+    sources = sorted((root / "train" / "bees").glob("*.jpg"))[10:13]
+    planted = {}
+    for i, src in enumerate(sources):
+        image = Image.open(src).convert("RGB")
+        w, h = image.size
+        edit = [
+            image.crop((int(w * 0.06), int(h * 0.06), int(w * 0.94), int(h * 0.94))),  # crop
+            image.resize((w * 3 // 4, h * 3 // 4)),  # resize
+            ImageEnhance.Brightness(image).enhance(1.2),  # re-lit
+        ][i]
+        target = root / "val" / "bees" / f"planted{i}.jpg"
+        edit.save(target, quality=90)
+        planted[str(target)] = str(src)
+    clf = headstart.train(root)
+    found = {d["path"]: d["match"] for d in clf.leakage["cross_split"]}
+    assert found == planted
+
+
+def test_exact_duplicates_are_reported(colour_folder):
+    shutil.copy(colour_folder / "red" / "0.png", colour_folder / "red" / "copy-of-0.png")
+    clf = headstart.train(colour_folder, val_fraction=0.2, test_fraction=0.2)
+    groups = [sorted(p.rsplit("/", 1)[1] for p in g) for g in clf.leakage["exact_duplicates"]]
+    assert groups == [["0.png", "copy-of-0.png"]]
+
+
+def test_pinned_validation_accuracy_is_recognised():
+    moving = {"val_accuracy": [0.9, 1.0, 1.0, 1.0, 1.0, 1.0], "train_loss": [0.9, 0.5, 0.3, 0.2, 0.1, 0.05]}
+    honest = {"val_accuracy": [0.8, 0.85, 0.9, 0.9, 0.91, 0.9], "train_loss": [0.9, 0.5, 0.3, 0.2, 0.1, 0.05]}
+    converged = {"val_accuracy": [1.0] * 6, "train_loss": [0.01] * 6}
+    assert validation_pinned(moving) and not validation_pinned(honest) and not validation_pinned(converged)
