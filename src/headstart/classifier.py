@@ -290,6 +290,37 @@ class Classifier:
         failures = {Path(s.path): s.reason for s in dataset.skipped} | extraction.failures
         return Evaluation(metrics, split if dataset.presplit else "all", dataset.root, failures)
 
+    # -- the data it was trained on ---------------------------------------------------------
+    def _data_root(self, data: PathLike | None) -> Path:
+        root = Path(data).expanduser() if data else Path(self.info.get("data", {}).get("root", ""))
+        if not data and not self.info.get("data"):
+            raise HeadstartError("this model records no training data; pass --data DIR")
+        if not root.is_dir():
+            raise HeadstartError(f"{root}: the training images are not there any more; pass --data DIR")
+        return root
+
+    def reference_images(self, data: PathLike | None = None) -> tuple[list[Path], list[int], str]:
+        """The held-out images recorded at training (test split, else val) and their label indices."""
+        root = self._data_root(data)
+        held_out = self.info["data"].get("held_out", {})
+        split = "test" if held_out.get("test") else "val"
+        rows = [(root / rel, self.classes.index(label)) for rel, label in held_out.get(split, []) if (root / rel).exists()]
+        return [p for p, _ in rows], [y for _, y in rows], split
+
+    def training_images(self, data: PathLike | None = None, limit: int = 256) -> list[Path]:
+        """Up to `limit` training images (none held out), spread over the classes."""
+        root = self._data_root(data)
+        held = {root / rel for rows in self.info["data"].get("held_out", {}).values() for rel, _ in rows}
+        dataset = scan(root, 0.0, 0.0)
+        pool = [s.path for s in (dataset.split("train") if dataset.presplit else dataset.samples) if s.path not in held]
+        return pool[:: max(1, len(pool) // limit)][:limit]
+
+    def export(self, format: str = "onnx", path: PathLike | None = None, overwrite: bool = False, data: PathLike | None = None):
+        """Write an ONNX / ONNX-int8 / TFLite / torch.export file, verified against this model."""
+        from .export import export
+
+        return export(self, format, path, overwrite=overwrite, data=data)
+
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory: PathLike) -> Path:
         meta = {
@@ -349,10 +380,16 @@ def _features_by_split(dataset: Dataset, features: np.ndarray, rows: dict[Path, 
 
 def _dataset_summary(dataset: Dataset) -> dict:
     return {
-        "root": str(dataset.root),
+        "root": str(dataset.root.absolute()),
         "classes": dataset.classes,
         "presplit": dataset.presplit,
         "counts": dataset.counts(),
         "imbalance": round(dataset.imbalance(), 3),
         "skipped": [{"path": s.path, "reason": s.reason} for s in dataset.skipped],
+        # The held-out images themselves, so that exports, reports and re-evaluations use exactly them.
+        "held_out": {
+            split: [[s.path.relative_to(dataset.root).as_posix(), dataset.classes[s.label]] for s in dataset.split(split)]
+            for split in ("val", "test")
+            if dataset.split(split)
+        },
     }

@@ -102,7 +102,12 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from .classifier import Classifier
 
-    clf = Classifier.load(args.model, weights=args.weights, engine=args.engine)
+    if Path(args.model).suffix == ".onnx":
+        from .export import ExportedModel
+
+        clf = ExportedModel(args.model)  # an exported model: onnxruntime only
+    else:
+        clf = Classifier.load(args.model, weights=args.weights, engine=args.engine)
     result = clf.predict(args.paths, quiet=args.quiet or args.format != "table")
     for path, reason in result.failures.items():
         err.print(f"skipped {path}: {reason}", markup=False)
@@ -124,6 +129,16 @@ def cmd_predict(args) -> int:
             table.add_row(str(p.path), *(f"{label} {prob:.1%}" for label, prob in p.top(k)))
         out.print(table)
     return 0 if len(result) or not result.failures else 1
+
+
+def cmd_export(args) -> int:
+    from .classifier import Classifier
+
+    clf = Classifier.load(args.model, weights=args.weights)
+    for fmt in args.format:
+        result = clf.export(fmt, args.out if len(args.format) == 1 else None, overwrite=args.force, data=args.data)
+        out.print(f"[green]exported[/] {result}")
+    return 0
 
 
 def cmd_imagenet(args) -> int:
@@ -196,12 +211,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", parents=[common], help="label images with a saved model")
-    p.add_argument("model", help="model bundle directory")
+    p.add_argument("model", help="model bundle directory, or an ONNX file exported by headstart")
     p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     p.add_argument("--top-k", "-k", type=int, default=3, help="labels shown per image (default %(default)s)")
     p.add_argument("--format", choices=("table", "csv", "jsonl"), default="table", help="output format (default %(default)s)")
     p.add_argument("--weights", metavar="PATH", help="use this copy of the backbone's weights file")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a saved model (ONNX, int8 ONNX, TFLite, torch.export), verified against PyTorch")
+    p.add_argument("model", help="model bundle directory")
+    p.add_argument("--format", "-f", nargs="+", default=["onnx"], choices=("onnx", "onnx-int8", "tflite", "tflite-int8", "torch-export"),
+                   help="one or more formats (default onnx)")
+    p.add_argument("--out", "-o", metavar="PATH", help="output file (one format) ; default model.<format suffix> here")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.add_argument("--data", metavar="DIR", help="the training folder, if it moved (for verification and int8 calibration)")
+    p.add_argument("--weights", metavar="PATH", help="use this copy of the backbone's weights file")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("imagenet", help="show the bare pretrained model's ImageNet top-5 for images")
     p.add_argument("images", nargs="+", help="image files")

@@ -41,6 +41,13 @@ def num_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
+def default_mode(directory: bool = False) -> int:
+    """What open()/mkdir() would give under the current umask (mkstemp/mkdtemp give 0600/0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -102,6 +109,7 @@ def export_onnx(module: nn.Module, path: Path, image_size: int, output_name: str
                 module, (example,), tmp, input_names=["images"], output_names=[output_name],
                 dynamic_axes={"images": {0: "batch"}, output_name: {0: "batch"}}, opset_version=17, dynamo=False,
             )
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -207,21 +215,6 @@ class FeatureExtractor:
         with torch.inference_mode():
             return FeatureNet(self.backbone, self.preprocessing)(torch.from_numpy(batch)).numpy()
 
-    def _prepare(self, path: Path, cache: FeatureCache | None):
-        """Read, hash and (unless cached) decode one file: runs in worker threads."""
-        try:
-            data = Path(path).read_bytes()
-        except OSError as e:
-            return None, None, None, f"cannot read file ({e.strerror or e})"
-        content_hash = hashlib.sha256(data).hexdigest()
-        if cache is not None and (hit := cache.get(content_hash)) is not None:
-            return content_hash, hit, None, None
-        try:
-            image = decode(data, min_size=self.preprocessing.resize_short)
-            return content_hash, None, self.preprocessing(image), None
-        except ImageDecodeError as e:
-            return content_hash, None, None, str(e)
-
     def extract(
         self,
         paths: Sequence[Path],
@@ -230,47 +223,89 @@ class FeatureExtractor:
         quiet: bool = False,
     ) -> Extraction:
         cache = self.cache() if use_cache else None
-        n = len(paths)
-        features: list[np.ndarray | None] = [None] * n
-        hashes: list[str | None] = [None] * n
-        failures: dict[Path, str] = {}
-        pending_idx: list[int] = []
-        pending_arr: list[np.ndarray] = []
-        computed = 0
+        return batched_inference(paths, self.preprocessing, self.embed, self.spec.feature_dim, cache, description, quiet)
 
-        def flush():
-            nonlocal computed
-            if not pending_idx:
-                return
-            out = self.embed(np.stack(pending_arr))
-            for i, f in zip(pending_idx, out):
-                features[i] = f
-                if cache is not None:
-                    cache.put(hashes[i], f)
-            computed += len(pending_idx)
-            pending_idx.clear()
-            pending_arr.clear()
 
-        with progress_bar(description, n, quiet) as advance, ThreadPoolExecutor(num_threads()) as pool:
-            # Decoding runs ahead of inference on the other core(s), bounded so memory stays flat.
-            prepared = bounded_map(pool, lambda p: self._prepare(p, cache), paths, window=4 * BATCH_SIZE)
-            for i, (content_hash, hit, array, error) in enumerate(prepared):
-                hashes[i] = content_hash
-                if error is not None:
-                    failures[Path(paths[i])] = error
-                elif hit is not None:
-                    features[i] = hit
-                else:
-                    pending_idx.append(i)
-                    pending_arr.append(array)
-                    if len(pending_idx) == BATCH_SIZE:
-                        flush()
-                advance()
-            flush()
-        ok = [i for i in range(n) if features[i] is not None]
-        dim = self.spec.feature_dim
-        stacked = np.stack([features[i] for i in ok]).astype(np.float32) if ok else np.zeros((0, dim), np.float32)
-        return Extraction(stacked, ok, failures, [hashes[i] for i in ok], computed)
+def prepare_image(path: Path, preprocessing: Preprocessing, cache: FeatureCache | None):
+    """Read, hash and (unless cached) decode one file: runs in worker threads."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        return None, None, None, f"cannot read file ({e.strerror or e})"
+    content_hash = hashlib.sha256(data).hexdigest()
+    if cache is not None and (hit := cache.get(content_hash)) is not None:
+        return content_hash, hit, None, None
+    try:
+        image = decode(data, min_size=preprocessing.resize_short)
+        return content_hash, None, preprocessing(image), None
+    except ImageDecodeError as e:
+        return content_hash, None, None, str(e)
+
+
+def batched_inference(
+    paths: Sequence[Path],
+    preprocessing: Preprocessing,
+    infer: Callable[[np.ndarray], np.ndarray],
+    out_dim: int,
+    cache: FeatureCache | None = None,
+    description: str = "Extracting features",
+    quiet: bool = False,
+) -> Extraction:
+    """Decode images on worker threads while `infer` runs on batches of uint8 crops; cached rows
+    are reused and new ones stored. Unreadable files are reported, never fatal."""
+    n = len(paths)
+    outputs: list[np.ndarray | None] = [None] * n
+    hashes: list[str | None] = [None] * n
+    failures: dict[Path, str] = {}
+    pending_idx: list[int] = []
+    pending_arr: list[np.ndarray] = []
+    computed = 0
+
+    def flush():
+        nonlocal computed
+        if not pending_idx:
+            return
+        for i, row in zip(pending_idx, infer(np.stack(pending_arr))):
+            outputs[i] = row
+            if cache is not None:
+                cache.put(hashes[i], row)
+        computed += len(pending_idx)
+        pending_idx.clear()
+        pending_arr.clear()
+
+    with progress_bar(description, n, quiet) as advance, ThreadPoolExecutor(num_threads()) as pool:
+        # Decoding runs ahead of inference on the other core(s), bounded so memory stays flat.
+        prepared = bounded_map(pool, lambda p: prepare_image(p, preprocessing, cache), paths, window=4 * BATCH_SIZE)
+        for i, (content_hash, hit, array, error) in enumerate(prepared):
+            hashes[i] = content_hash
+            if error is not None:
+                failures[Path(paths[i])] = error
+            elif hit is not None:
+                outputs[i] = hit
+            else:
+                pending_idx.append(i)
+                pending_arr.append(array)
+                if len(pending_idx) == BATCH_SIZE:
+                    flush()
+            advance()
+        flush()
+    ok = [i for i in range(n) if outputs[i] is not None]
+    stacked = np.stack([outputs[i] for i in ok]).astype(np.float32) if ok else np.zeros((0, out_dim), np.float32)
+    return Extraction(stacked, ok, failures, [hashes[i] for i in ok], computed)
+
+
+def load_crops(paths: Sequence[Path], preprocessing: Preprocessing) -> tuple[np.ndarray, list[int]]:
+    """The uint8 model inputs (N, H, W, 3) of the readable images, decoded on all cores, and their indices."""
+    with ThreadPoolExecutor(num_threads()) as pool:
+        prepared = list(bounded_map(pool, lambda p: prepare_image(p, preprocessing, None), paths, window=4 * BATCH_SIZE))
+    ok = [i for i, (_, _, array, _) in enumerate(prepared) if array is not None]
+    size = preprocessing.image_size
+    crops = np.stack([prepared[i][2] for i in ok]) if ok else np.zeros((0, size, size, 3), np.uint8)
+    return crops, ok
+
+
+def run_batched(infer: Callable[[np.ndarray], np.ndarray], crops: np.ndarray, size: int = BATCH_SIZE) -> np.ndarray:
+    return np.concatenate([infer(crops[i : i + size]) for i in range(0, len(crops), size)])
 
 
 def bounded_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, window: int) -> Iterator:

@@ -28,7 +28,8 @@ class Preprocessing:
     interpolation: str = "bilinear"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-shaped: tuples become lists, so a dict read back from JSON compares equal."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocessing:
