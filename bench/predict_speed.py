@@ -69,7 +69,7 @@ def main() -> None:
     mask = np.array([p in held_out for p in paths])
     y = np.array([held_out[p] for p in paths if p in held_out])
 
-    net = ClassifierNet(clf.extractor.backbone, clf.head, clf.preprocessing).eval()
+    net = ClassifierNet(clf.extractor.backbone, clf.head, clf.preprocessing, clf.temperature).eval()
     torch.set_num_threads(os.cpu_count())
 
     def eager(batch):

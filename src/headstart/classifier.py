@@ -16,6 +16,7 @@ from torch import nn
 
 from . import __version__
 from .backbones import BackboneSpec, get_backbone
+from .calibration import expected_calibration_error, fit_temperature, softmax
 from .bundle import load_bundle, save_bundle
 from .data.dataset import Dataset, scan
 from .data.images import is_image_path
@@ -30,7 +31,7 @@ from .preprocessing import Preprocessing
 from .training import History, fit_head
 
 PathLike = str | Path
-INFO_KEYS = ("data", "leakage", "history", "evaluated_on", "metrics", "splits", "timings", "created")
+INFO_KEYS = ("data", "leakage", "history", "evaluated_on", "metrics", "calibration", "splits", "timings", "created")
 
 
 @dataclass
@@ -130,8 +131,10 @@ class Classifier:
         weights: PathLike | None = None,
         info: dict | None = None,
         engine: str = "auto",
+        temperature: float = 1.0,
     ):
         self.spec = spec
+        self.temperature = float(temperature)  # softmax temperature (temperature scaling); 1 = none
         self.head = head.eval()
         self.classes = list(classes)
         self.hparams = hparams
@@ -190,6 +193,10 @@ class Classifier:
         clf._extractor = extractor
         eval_split = "test" if "test" in features else "val" if "val" in features else "train"
         x_eval, y_eval = features[eval_split]
+        calibration = {"ece_uncalibrated": expected_calibration_error(y_eval, clf.predict_features(x_eval))}
+        if hp.calibrate and "val" in features:
+            clf.temperature = fit_temperature(clf.logits(features["val"][0]), features["val"][1])
+        calibration |= {"temperature": clf.temperature, "ece": expected_calibration_error(y_eval, clf.predict_features(x_eval))}
         metrics = compute_metrics(y_eval, clf.predict_features(x_eval), dataset.classes)
         order = [rows[s.path] for s in dataset.samples]
         leakage = check_leakage(
@@ -202,6 +209,7 @@ class Classifier:
             "history": history.to_dict(),
             "evaluated_on": eval_split,
             "metrics": metrics.to_dict(),
+            "calibration": calibration,
             "splits": {
                 split: compute_metrics(y, clf.predict_features(x), dataset.classes).to_dict()
                 for split, (x, y) in features.items()
@@ -256,10 +264,14 @@ class Classifier:
             self._extractor = FeatureExtractor(self.spec, self.weights, engine=self.engine, preprocessing=self.preprocessing)
         return self._extractor
 
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """Head outputs before the softmax, (N, num_classes), from backbone features (N, feature_dim)."""
+        with torch.inference_mode():
+            return self.head(torch.from_numpy(np.asarray(features, np.float32))).numpy()
+
     def predict_features(self, features: np.ndarray) -> np.ndarray:
         """Class probabilities (N, num_classes) from backbone features (N, feature_dim)."""
-        with torch.inference_mode():
-            return torch.softmax(self.head(torch.from_numpy(np.asarray(features, np.float32))), 1).numpy()
+        return softmax(self.logits(features), self.temperature)
 
     def predict(self, inputs: PathLike | Iterable[PathLike], quiet: bool = True) -> Predictions:
         """Predict files, folders (recursively) or glob patterns; unreadable files are reported."""
@@ -315,6 +327,43 @@ class Classifier:
         pool = [s.path for s in (dataset.split("train") if dataset.presplit else dataset.samples) if s.path not in held]
         return pool[:: max(1, len(pool) // limit)][:limit]
 
+    # -- looking at it ------------------------------------------------------------------------
+    def report(self, directory: PathLike | None = None, data: PathLike | None = None):
+        """Write curves, confusion matrix, mistakes, calibration, embedding, per_class.csv and a
+        self-contained report.html into `directory` (a temporary folder if None); in a notebook
+        the result displays inline."""
+        import tempfile
+
+        from .report import write_report
+
+        return write_report(self, directory or tempfile.mkdtemp(prefix="headstart-report-"), data)
+
+    def plot_curves(self):
+        from .report import plot_curves
+
+        return plot_curves(self.info.get("history", {}))
+
+    def plot_confusion(self, data: PathLike | None = None):
+        from .report import collect, plot_confusion
+
+        return plot_confusion(collect(self, data).metrics if data else self.metrics)
+
+    def plot_mistakes(self, data: PathLike | None = None):
+        from .report import collect, plot_mistakes
+
+        return plot_mistakes(collect(self, data), self.classes, self.preprocessing)
+
+    def plot_calibration(self, data: PathLike | None = None):
+        from .report import collect, plot_calibration
+
+        ev = collect(self, data)
+        return plot_calibration(ev.y_true, ev.probabilities, ev.uncalibrated)
+
+    def plot_embedding(self, data: PathLike | None = None):
+        from .report import collect, plot_embedding
+
+        return plot_embedding(collect(self, data), self.classes)
+
     def export(self, format: str = "onnx", path: PathLike | None = None, overwrite: bool = False, data: PathLike | None = None):
         """Write an ONNX / ONNX-int8 / TFLite / torch.export file, verified against this model."""
         from .export import export
@@ -332,6 +381,7 @@ class Classifier:
             **self.info,
             "environment": environment(),
         }
+        meta.setdefault("calibration", {})["temperature"] = self.temperature
         tensors = {f"head.{k}": v for k, v in self.head.state_dict().items()}
         return save_bundle(directory, tensors, meta)
 
@@ -364,7 +414,10 @@ class Classifier:
             )
         head.load_state_dict(state)
         info = {k: meta[k] for k in INFO_KEYS if k in meta}
-        return cls(spec, head, classes, hp, preprocessing, weights=weights, info=info, engine=engine)
+        temperature = float(meta.get("calibration", {}).get("temperature", 1.0))
+        if not 0 < temperature < 1e3:
+            raise HeadstartError(f"{where}: invalid softmax temperature {temperature} in model.json")
+        return cls(spec, head, classes, hp, preprocessing, weights=weights, info=info, engine=engine, temperature=temperature)
 
 
 def _features_by_split(dataset: Dataset, features: np.ndarray, rows: dict[Path, int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

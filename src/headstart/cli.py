@@ -52,6 +52,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="default %(default)s")
     opt.add_argument("--patience", type=int, default=d.patience, help="epochs without validation-loss improvement before stopping (default %(default)s)")
     opt.add_argument("--class-weights", choices=("none", "auto"), default=d.class_weights, help="auto: weight the loss by inverse class frequency")
+    opt.add_argument("--calibrate", action="store_true", help="fit a softmax temperature on validation so probabilities match accuracy")
     opt.add_argument("--seed", type=int, default=d.seed, help="seed for splits, shuffling and initialisation (default %(default)s)")
     data = p.add_argument_group("data")
     data.add_argument("--val-fraction", type=float, default=d.val_fraction, help="share of images held out for validation when not pre-split (default %(default)s)")
@@ -85,6 +86,21 @@ def cmd_train(args) -> int:
     out.print(evaluation_view(clf.metrics, f"Evaluation on the {info['evaluated_on']} split"))
     print_leakage(err, info["leakage"])
     out.print(f"Model saved to [bold]{target}[/]  ({t['total_s']:.1f} s in all)")
+    if not args.no_report:
+        report = clf.report(target)
+        out.print(f"Report: [bold]{report.path}[/] (and the PNGs and per_class.csv beside it)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .classifier import Classifier
+
+    clf = Classifier.load(args.model, weights=args.weights, engine=args.engine)
+    report = clf.report(args.out or args.model, data=args.data)
+    out.print(f"Report: [bold]{report.path}[/]")
+    for name, path in report.files.items():
+        if name != "report":
+            out.print(f"  {path}")
     return 0
 
 
@@ -201,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", parents=[common], help="train a classifier on a folder of images", description="Train on DATA: a folder with one sub-folder per class, a pre-split folder (train/ val/ test/), or a named dataset (rock_paper_scissors).")
     p.add_argument("data", help="image folder or named dataset")
     p.add_argument("--out", "-o", metavar="DIR", help="where to save the model bundle (default: runs/<data name>, numbered if taken)")
+    p.add_argument("--no-report", action="store_true", help="skip the plots and report.html written beside the bundle")
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)
 
@@ -217,6 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "csv", "jsonl"), default="table", help="output format (default %(default)s)")
     p.add_argument("--weights", metavar="PATH", help="use this copy of the backbone's weights file")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("report", parents=[common], help="(re)write a model's plots, per_class.csv and report.html")
+    p.add_argument("model", help="model bundle directory")
+    p.add_argument("data", nargs="?", help="a labelled folder to evaluate on (default: the held-out split it was trained with)")
+    p.add_argument("--out", "-o", metavar="DIR", help="where to write (default: the bundle directory)")
+    p.add_argument("--weights", metavar="PATH", help="use this copy of the backbone's weights file")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", help="export a saved model (ONNX, int8 ONNX, TFLite, torch.export), verified against PyTorch")
     p.add_argument("model", help="model bundle directory")

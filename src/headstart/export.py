@@ -36,14 +36,16 @@ METADATA_KEY = "headstart"
 class ClassifierNet(nn.Module):
     """The whole model as one graph: uint8 crops in, probabilities out."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, preprocessing: Preprocessing):
+    def __init__(self, backbone: nn.Module, head: nn.Module, preprocessing: Preprocessing, temperature: float = 1.0):
         super().__init__()
         self.normalize = Normalize(preprocessing)
         self.backbone = backbone
         self.head = head
+        self.temperature = float(temperature)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.head(self.backbone.forward_features(self.normalize(images))), dim=1)
+        logits = self.head(self.backbone.forward_features(self.normalize(images)))
+        return torch.softmax(logits / self.temperature if self.temperature != 1.0 else logits, dim=1)
 
 
 @dataclass
@@ -214,7 +216,7 @@ def export(
 
     images, labels, split = clf.reference_images(data)
     images, labels = images[:verify_images], labels[:verify_images]
-    net = ClassifierNet(clf.extractor.backbone, clf.head, clf.preprocessing).eval()
+    net = ClassifierNet(clf.extractor.backbone, clf.head, clf.preprocessing, clf.temperature).eval()
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     staged = staging / target.name
     try:

@@ -21,6 +21,7 @@ class HParams:
     label_smoothing: float = 0.0
     patience: int = 10  # epochs without a lower validation loss before stopping
     class_weights: str = "none"  # "none" or "auto" (inverse class frequency)
+    calibrate: bool = False  # fit a softmax temperature on validation (temperature scaling)
     # data
     val_fraction: float = 0.1
     test_fraction: float = 0.1

@@ -23,6 +23,9 @@ class History:
 
     train_loss: list[float] = field(default_factory=list)
     train_accuracy: list[float] = field(default_factory=list)
+    step_loss: list[float] = field(default_factory=list)  # every optimiser step, for the curves
+    step_accuracy: list[float] = field(default_factory=list)
+    steps_per_epoch: int = 0
     val_loss: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
     best_epoch: int = 0
@@ -115,7 +118,7 @@ def _fit_head(x_train, y_train, x_val, y_val, num_classes, hp, quiet):
     has_val = x_val is not None and len(x_val) > 0
     xv, yv = (torch.from_numpy(x_val), torch.from_numpy(y_val).long()) if has_val else (xt, yt)
 
-    history = History()
+    history = History(steps_per_epoch=(len(xt) + hp.batch_size - 1) // hp.batch_size)
     best_loss, best_state, stale = float("inf"), copy.deepcopy(head.state_dict()), 0
     with progress_bar("Training head", hp.epochs, quiet) as advance:
         for epoch in range(hp.epochs):
@@ -128,9 +131,12 @@ def _fit_head(x_train, y_train, x_val, y_val, num_classes, hp, quiet):
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                hits = (logits.argmax(1) == yt[batch]).sum().item()
                 total += loss.item() * len(batch)
-                correct += (logits.argmax(1) == yt[batch]).sum().item()
+                correct += hits
                 seen += len(batch)
+                history.step_loss.append(round(loss.item(), 5))
+                history.step_accuracy.append(round(hits / len(batch), 5))
             head.eval()
             with torch.no_grad():
                 logits = head(xv)

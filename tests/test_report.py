@@ -1,0 +1,135 @@
+"""The report shows true numbers: checked against independent computations, not just existence."""
+
+import base64
+import csv
+import io
+import re
+from itertools import combinations
+
+import numpy as np
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from PIL import Image
+from sklearn.metrics import precision_recall_fscore_support
+
+import headstart
+from headstart.calibration import expected_calibration_error, fit_temperature, softmax
+from headstart.metrics import compute_metrics
+from headstart.report import plot_confusion
+
+
+@pytest.fixture(scope="module")
+def trained(small_hymenoptera, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "model"
+    clf = headstart.train(small_hymenoptera, out=out)
+    report = clf.report(out)
+    return clf, out, report
+
+
+def independent_predictions(clf, root):
+    """Labels and predictions computed without the report code: predict() on the val images."""
+    paths = sorted((root / "val").rglob("*.jpg"))
+    truth = [p.parent.name for p in paths]
+    predicted = [p.label for p in clf.predict(paths)]
+    return truth, predicted
+
+
+def test_per_class_csv_matches_sklearn(trained, small_hymenoptera):
+    clf, out, _ = trained
+    truth, predicted = independent_predictions(clf, small_hymenoptera)
+    p, r, f, s = precision_recall_fscore_support(truth, predicted, labels=clf.classes, zero_division=0)
+    rows = {row["class"]: row for row in csv.DictReader(open(out / "per_class.csv"))}
+    for i, name in enumerate(clf.classes):
+        assert float(rows[name]["precision"]) == pytest.approx(p[i], abs=1e-6)
+        assert float(rows[name]["recall"]) == pytest.approx(r[i], abs=1e-6)
+        assert float(rows[name]["f1"]) == pytest.approx(f[i], abs=1e-6)
+        assert int(rows[name]["support"]) == s[i]
+    assert float(rows["macro avg"]["f1"]) == pytest.approx(np.mean(f), abs=1e-6)
+    assert float(rows["weighted avg"]["recall"]) == pytest.approx(np.average(r, weights=s), abs=1e-6)
+    assert float(rows["accuracy"]["f1"]) == pytest.approx(np.mean(np.array(truth) == np.array(predicted)), abs=1e-6)
+
+
+def test_report_html_is_self_contained_and_true(trained, small_hymenoptera):
+    clf, out, report = trained
+    page = report.path.read_text("utf-8")
+    truth, predicted = independent_predictions(clf, small_hymenoptera)
+    accuracy = np.mean(np.array(truth) == np.array(predicted))
+    assert f"<span>{accuracy:.3f}</span>accuracy" in page
+    _, _, f1, _ = precision_recall_fscore_support(truth, predicted, labels=clf.classes, zero_division=0)
+    for name, value in zip(clf.classes, f1):
+        assert re.search(rf"<td>{name}</td><td>[0-9.]+</td><td>[0-9.]+</td><td>{value:.3f}</td>", page)
+    # Nothing is loaded from elsewhere: every image is inline, no links to files or hosts.
+    assert not re.search(r'(src|href)="(?!data:)', page)
+    pictures = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(pictures) == 7
+    for data in pictures:
+        with Image.open(io.BytesIO(base64.b64decode(data))) as image:
+            assert image.width >= 400 and image.height >= 200
+
+
+def test_pngs_decode_with_sensible_sizes(trained):
+    _, out, report = trained
+    expected = {"curves", "confusion", "calibration", "mistakes", "embedding", "dataset", "samples"}
+    assert expected <= set(report.files)
+    for name in expected:
+        with Image.open(out / f"{name}.png") as image:
+            image.load()
+            assert 400 <= image.width <= 4000 and 200 <= image.height <= 4000, (name, image.size)
+            assert len(np.unique(np.asarray(image.convert("L")))) > 10  # not a blank canvas
+
+
+def test_forty_class_confusion_matrix_keeps_labels_apart():
+    rng = np.random.default_rng(0)
+    classes = [f"class {i:02d} with a rather long descriptive name" for i in range(40)]
+    y = rng.integers(0, 40, 2000)
+    probs = rng.dirichlet(np.ones(40), 2000)
+    probs[np.arange(2000), y] += 0.5
+    fig = plot_confusion(compute_metrics(y, probs, classes))
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
+        boxes = [t.get_window_extent(renderer) for t in labels if t.get_text()]
+        assert len(boxes) == 40
+        overlaps = [(a, b) for a, b in combinations(range(40), 2) if boxes[a].overlaps(boxes[b])]
+        assert overlaps == []
+    assert all(t.get_fontsize() >= 6 for t in ax.get_xticklabels())
+
+
+def test_expected_calibration_error_by_hand():
+    y = np.array([0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.4, 0.6]])
+    # bins: 0.9 -> 2 images, both right (gap 0.1); 0.6 -> 2 images, one right (gap 0.1)
+    assert expected_calibration_error(y, probs) == pytest.approx(0.1)
+
+
+def test_temperature_scaling_lowers_overconfidence():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 600)
+    logits = rng.normal(0, 1, (600, 3))
+    logits[np.arange(600), y] += 1.0
+    logits *= 6  # overconfident: same ranking, far too sharp
+    t = fit_temperature(logits, y)
+    assert t > 3
+    assert expected_calibration_error(y, softmax(logits, t)) < expected_calibration_error(y, softmax(logits)) / 2
+
+
+def test_calibrated_model_keeps_its_temperature_everywhere(small_hymenoptera, tmp_path):
+    clf = headstart.train(small_hymenoptera, out=tmp_path / "m", calibrate=True)
+    assert clf.temperature != 1.0 and clf.info["calibration"]["temperature"] == clf.temperature
+    reloaded = headstart.load(tmp_path / "m")
+    assert reloaded.temperature == pytest.approx(clf.temperature)
+    images = sorted((small_hymenoptera / "val").rglob("*.jpg"))[:4]
+    assert [p.probability for p in reloaded.predict(images)] == pytest.approx([p.probability for p in clf.predict(images)])
+    exported = reloaded.export("onnx", tmp_path / "m.onnx")  # verification compares with the calibrated model
+    assert exported.verification["max_abs_diff"] <= 1e-4
+
+
+def test_report_command_regenerates_on_other_data(trained, small_hymenoptera, tmp_path):
+    from headstart.cli import main
+
+    _, out, _ = trained
+    assert main(["report", str(out), str(small_hymenoptera / "val"), "--out", str(tmp_path)]) == 0
+    rows = {row["class"]: row for row in csv.DictReader(open(tmp_path / "per_class.csv"))}
+    assert int(rows["ants"]["support"]) == 6 and int(rows["bees"]["support"]) == 6
+    assert (tmp_path / "report.html").stat().st_size > 10_000
