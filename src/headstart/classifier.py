@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import glob
 import platform
+import shutil
+from contextlib import contextmanager
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,6 +20,7 @@ from . import __version__
 from .backbones import BackboneSpec, get_backbone
 from .calibration import expected_calibration_error, fit_temperature, softmax
 from .bundle import load_bundle, save_bundle
+from .checkpoint import Interrupted, checkpoint_dir, load_checkpoint, run_fingerprint, save_checkpoint
 from .data.dataset import Dataset, scan
 from .data.images import is_image_path
 from .data.remote import resolve_data
@@ -31,7 +34,7 @@ from .preprocessing import Preprocessing
 from .training import History, fit_head
 
 PathLike = str | Path
-INFO_KEYS = ("data", "leakage", "history", "evaluated_on", "metrics", "calibration", "splits", "timings", "created")
+INFO_KEYS = ("data", "leakage", "history", "stages", "evaluated_on", "metrics", "calibration", "splits", "timings", "created")
 
 
 @dataclass
@@ -132,8 +135,10 @@ class Classifier:
         info: dict | None = None,
         engine: str = "auto",
         temperature: float = 1.0,
+        backbone: nn.Module | None = None,
     ):
         self.spec = spec
+        self.backbone = backbone.eval() if backbone is not None else None  # fine-tuned weights, else None (pretrained)
         self.temperature = float(temperature)  # softmax temperature (temperature scaling); 1 = none
         self.head = head.eval()
         self.classes = list(classes)
@@ -160,6 +165,8 @@ class Classifier:
         weights: PathLike | None = None,
         engine: str = "auto",
         quiet: bool = False,
+        resume: bool = False,
+        fine_tune_options: dict | None = None,
         **overrides,
     ) -> Classifier:
         """Scan `data`, extract (cached) features, train the head, evaluate on the test split
@@ -187,9 +194,52 @@ class Classifier:
 
         x_train, y_train = features["train"]
         x_val, y_val = features.get("val", (None, None))
-        head, history = fit_head(x_train, y_train, x_val, y_val, len(dataset.classes), hp, quiet=quiet)
+        augmentation = hp.augmentation()
+        if hp.views:
+            if augmentation is None:
+                raise HeadstartError("--views needs augmentation: add --augment light (or strong)")
+            train_paths = [s.path for s in dataset.split("train")]
+            views = extractor.extract_views(train_paths, augmentation, hp.views, hp.seed, quiet=quiet)
+            x_train = np.concatenate([x_train, *(v.features for v in views)])
+            y_train = np.concatenate([y_train] + [y_train[v.ok] for v in views])
+        checkpoints = Checkpoints(out, hp, dataset, data, resume)
+        saved = checkpoints.saved or {}
+        with checkpoints.interruptible():
+            if saved.get("stage1_done"):
+                head = build_head(spec.feature_dim, len(dataset.classes), hp.hidden, hp.dropout)
+                head.load_state_dict(saved["stage1"]["head"])
+                head.eval()
+                history = History(**saved["stage1"]["history"])
+            else:
+                head, history = fit_head(x_train, y_train, x_val, y_val, len(dataset.classes), hp, quiet=quiet,
+                                         on_epoch=checkpoints.stage1_epoch, resume=saved.get("stage1"))
+                checkpoints.stage1_done(head, history)
+        stage1 = {"history": history.to_dict(), "val_accuracy": history.val_accuracy[history.best_epoch - 1] if history.val_accuracy else None}
 
-        clf = cls(spec, head, dataset.classes, hp, weights=weights, engine=engine)
+        fine_tuned = None
+        if hp.fine_tune:
+            if "val" not in features:
+                raise HeadstartError("fine-tuning needs a validation split for early stopping; set --val-fraction > 0")
+            import copy
+
+            from .finetune import fine_tune
+
+            train_s, val_s = dataset.split("train"), dataset.split("val")
+            with checkpoints.interruptible():
+                fine_tuned, head, ft_history = fine_tune(
+                    copy.deepcopy(extractor.backbone), head, extractor.preprocessing,
+                    ([s.path for s in train_s], np.array([s.label for s in train_s])),
+                    ([s.path for s in val_s], np.array([s.label for s in val_s])),
+                    hp, augmentation=augmentation, quiet=quiet, on_epoch=checkpoints.stage2_epoch,
+                    resume=saved.get("stage2"), **(fine_tune_options or {}),
+                )
+            if ft_history.best_epoch == 0:  # no epoch beat the stage-1 model on validation: it stays
+                fine_tuned = None
+            else:
+                extractor = FeatureExtractor(spec, weights, backbone=fine_tuned, engine=engine)
+                refreshed = extractor.extract(paths, quiet=quiet, description="Features, fine-tuned")
+                features = _features_by_split(dataset, refreshed.features, {paths[i]: row for row, i in enumerate(refreshed.ok)})
+        clf = cls(spec, head, dataset.classes, hp, weights=weights, engine=engine, backbone=fine_tuned)
         clf._extractor = extractor
         eval_split = "test" if "test" in features else "val" if "val" in features else "train"
         x_eval, y_eval = features[eval_split]
@@ -198,7 +248,9 @@ class Classifier:
             clf.temperature = fit_temperature(clf.logits(features["val"][0]), features["val"][1])
         calibration |= {"temperature": clf.temperature, "ece": expected_calibration_error(y_eval, clf.predict_features(x_eval))}
         metrics = compute_metrics(y_eval, clf.predict_features(x_eval), dataset.classes)
-        order = [rows[s.path] for s in dataset.samples]
+        # Leakage is judged on the pretrained features: the fine-tuned ones were fitted to these very images.
+        pretrained_rows = {paths[i]: row for row, i in enumerate(extraction.ok)}
+        order = [pretrained_rows[s.path] for s in dataset.samples]
         leakage = check_leakage(
             [str(s.path) for s in dataset.samples], [s.split for s in dataset.samples], extraction.features[order],
             [extraction.hashes[i] for i in order], hp.near_duplicate_threshold, history.to_dict(),
@@ -210,6 +262,11 @@ class Classifier:
             "evaluated_on": eval_split,
             "metrics": metrics.to_dict(),
             "calibration": calibration,
+            "stages": {"head": stage1} | ({"fine_tune": {
+                "history": ft_history.to_dict(), "blocks": hp.fine_tune,
+                "val_accuracy": ft_history.val_accuracy[ft_history.best_epoch - 1] if ft_history.best_epoch else ft_history.start_val_accuracy,
+                "kept_stage1": ft_history.best_epoch == 0,
+            }} if hp.fine_tune else {}),
             "splits": {
                 split: compute_metrics(y, clf.predict_features(x), dataset.classes).to_dict()
                 for split, (x, y) in features.items()
@@ -225,6 +282,7 @@ class Classifier:
         }
         if out is not None:
             clf.save(out)
+            checkpoints.discard()
         return clf
 
     @property
@@ -261,7 +319,9 @@ class Classifier:
     @property
     def extractor(self) -> FeatureExtractor:
         if self._extractor is None:
-            self._extractor = FeatureExtractor(self.spec, self.weights, engine=self.engine, preprocessing=self.preprocessing)
+            self._extractor = FeatureExtractor(
+                self.spec, self.weights, backbone=self.backbone, engine=self.engine, preprocessing=self.preprocessing
+            )
         return self._extractor
 
     def logits(self, features: np.ndarray) -> np.ndarray:
@@ -383,6 +443,8 @@ class Classifier:
         }
         meta.setdefault("calibration", {})["temperature"] = self.temperature
         tensors = {f"head.{k}": v for k, v in self.head.state_dict().items()}
+        if self.backbone is not None:  # fine-tuned: the whole backbone travels with the bundle
+            tensors |= {f"backbone.{k}": v for k, v in self.backbone.state_dict().items()}
         return save_bundle(directory, tensors, meta)
 
     @classmethod
@@ -413,11 +475,72 @@ class Classifier:
                 f"({len(classes)} labels, head {list(hidden) or 'linear'}); the bundle was altered or mixed up"
             )
         head.load_state_dict(state)
+        backbone = None
+        backbone_state = {k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")}
+        if backbone_state:
+            backbone = spec.build()
+            expected = {k: tuple(v.shape) for k, v in backbone.state_dict().items()}
+            if expected != {k: tuple(v.shape) for k, v in backbone_state.items()}:
+                raise HeadstartError(f"{where}: fine-tuned backbone weights do not fit {spec.name}; the bundle was altered or mixed up")
+            backbone.load_state_dict(backbone_state)
         info = {k: meta[k] for k in INFO_KEYS if k in meta}
         temperature = float(meta.get("calibration", {}).get("temperature", 1.0))
         if not 0 < temperature < 1e3:
             raise HeadstartError(f"{where}: invalid softmax temperature {temperature} in model.json")
-        return cls(spec, head, classes, hp, preprocessing, weights=weights, info=info, engine=engine, temperature=temperature)
+        return cls(spec, head, classes, hp, preprocessing, weights=weights, info=info, engine=engine, temperature=temperature,
+                   backbone=backbone)
+
+
+class Checkpoints:
+    """Per-epoch checkpoints of a training run saved to `out` (none when `out` is None)."""
+
+    def __init__(self, out: PathLike | None, hp: HParams, dataset: Dataset, data: PathLike, resume: bool):
+        self.dir = checkpoint_dir(out) if out is not None else None
+        self.data, self.out = data, out
+        self.fingerprint = run_fingerprint(hp.to_dict(), [(str(s.path), s.split, s.label) for s in dataset.samples])
+        self.saved = None
+        self.stage1: dict = {}
+        if self.dir is None:
+            if resume:
+                raise HeadstartError("--resume needs --out: the folder of the run to continue")
+            return
+        if resume:
+            self.saved = load_checkpoint(self.dir, self.fingerprint)
+            if self.saved is None:
+                raise HeadstartError(f"nothing to resume: no checkpoint at {self.dir}")
+            self.stage1 = self.saved.get("stage1", {}) if self.saved.get("stage1_done") else {}
+        elif self.dir.exists():
+            raise HeadstartError(f"{self.out} has an unfinished run ({self.dir}): add --resume to continue it, or delete that folder")
+
+    def stage1_epoch(self, snapshot: dict) -> None:
+        if self.dir is not None:
+            save_checkpoint(self.dir, {"fingerprint": self.fingerprint, "stage1": snapshot, "stage1_done": False})
+
+    def stage1_done(self, head: nn.Module, history: History) -> None:
+        self.stage1 = {"head": head.state_dict(), "history": history.to_dict()}
+        if self.dir is not None:
+            save_checkpoint(self.dir, {"fingerprint": self.fingerprint, "stage1": self.stage1, "stage1_done": True})
+
+    def stage2_epoch(self, snapshot: dict) -> None:
+        if self.dir is not None:
+            save_checkpoint(self.dir, {"fingerprint": self.fingerprint, "stage1": self.stage1, "stage1_done": True, "stage2": snapshot})
+
+    @contextmanager
+    def interruptible(self):
+        """Ctrl-C: stop with the last finished epoch saved and say how to resume."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            if self.dir is None or not self.dir.exists():
+                raise
+            raise Interrupted(
+                f"interrupted; training up to the last finished epoch is saved in {self.dir}. "
+                f"Resume with: headstart train {self.data} --out {self.out} --resume (and the same options)"
+            ) from None
+
+    def discard(self) -> None:
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _features_by_split(dataset: Dataset, features: np.ndarray, rows: dict[Path, int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -54,6 +54,22 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--class-weights", choices=("none", "auto"), default=d.class_weights, help="auto: weight the loss by inverse class frequency")
     opt.add_argument("--calibrate", action="store_true", help="fit a softmax temperature on validation so probabilities match accuracy")
     opt.add_argument("--seed", type=int, default=d.seed, help="seed for splits, shuffling and initialisation (default %(default)s)")
+    aug = p.add_argument_group("augmentation")
+    aug.add_argument("--augment", choices=("none", "light", "strong"), default=d.augment,
+                     help="light: random resized crop, flip, small rotation; strong: also colour jitter, tighter crops")
+    aug.add_argument("--views", type=int, default=d.views, metavar="K", help="embed K augmented views of each training image for the head (cached)")
+    aug.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal flips (left and right matter)")
+    aug.add_argument("--aug-scale", type=float, metavar="MIN", help="override: smallest crop, as a share of the image area")
+    aug.add_argument("--aug-rotation", type=float, metavar="DEG", help="override: largest rotation, in degrees")
+    aug.add_argument("--aug-color", type=float, metavar="X", help="override: brightness/contrast/saturation jitter")
+    ft = p.add_argument_group("fine-tuning (stage 2)")
+    ft.add_argument("--fine-tune", default=d.fine_tune, metavar="N|all", help="unfreeze the top N backbone blocks after the head is trained")
+    ft.add_argument("--fine-tune-epochs", type=int, default=d.fine_tune_epochs, help="maximum epochs of stage 2 (default %(default)s)")
+    ft.add_argument("--fine-tune-lr", type=float, default=d.fine_tune_lr, help="backbone learning rate; the head gets 10x (default %(default)s)")
+    ft.add_argument("--fine-tune-patience", type=int, default=d.fine_tune_patience, help="default %(default)s")
+    ft.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs, help="default %(default)s")
+    ft.add_argument("--grad-clip", type=float, default=d.grad_clip, help="gradient norm clip (default %(default)s)")
+    ft.add_argument("--precision", choices=("fp32", "bf16"), default=d.precision, help="bf16 autocast on CPUs that support it")
     data = p.add_argument_group("data")
     data.add_argument("--val-fraction", type=float, default=d.val_fraction, help="share of images held out for validation when not pre-split (default %(default)s)")
     data.add_argument("--test-fraction", type=float, default=d.test_fraction, help="share held out for the final test when not pre-split (default %(default)s)")
@@ -68,8 +84,10 @@ def cmd_train(args) -> int:
     from .summary import evaluation_view, print_leakage, print_skipped
 
     hp = HParams(**{f: getattr(args, f) for f in HParams().to_dict()})
+    if args.resume and not args.out:
+        raise HeadstartError("--resume needs --out: the folder of the run to continue (the interruption message names it)")
     target = Path(args.out) if args.out else _default_out(args.data)
-    clf = Classifier.train(args.data, hp, out=target, weights=args.weights, engine=args.engine, quiet=args.quiet)
+    clf = Classifier.train(args.data, hp, out=target, weights=args.weights, engine=args.engine, quiet=args.quiet, resume=args.resume)
     info = clf.info
     counts = info["data"]["counts"]
     split_text = ", ".join(f"{split} {sum(c.values())}" for split, c in counts.items())
@@ -218,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="image folder or named dataset")
     p.add_argument("--out", "-o", metavar="DIR", help="where to save the model bundle (default: runs/<data name>, numbered if taken)")
     p.add_argument("--no-report", action="store_true", help="skip the plots and report.html written beside the bundle")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run of --out from its last finished epoch")
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)
 
@@ -273,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except HeadstartError as e:
+        from .checkpoint import Interrupted
+
+        if isinstance(e, Interrupted):
+            err.print(f"[yellow]{escape(str(e))}[/]")
+            return 130
         err.print(f"[bold red]error:[/] {escape(str(e))}")
         return 2
     except KeyboardInterrupt:

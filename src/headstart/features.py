@@ -15,7 +15,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from torch import nn
 
 from .backbones import BackboneSpec
 from .data.images import ImageDecodeError, decode
+
+if TYPE_CHECKING:
+    from PIL import Image
 from .errors import HeadstartError
 from .preprocessing import Normalize, Preprocessing
 from .progress import progress_bar
@@ -226,8 +229,23 @@ class FeatureExtractor:
         cache = self.cache() if use_cache else None
         return batched_inference(paths, self.preprocessing, self.embed, self.spec.feature_dim, cache, description, quiet)
 
+    def extract_views(self, paths: Sequence[Path], augmentation, views: int, seed: int, quiet: bool = False) -> list[Extraction]:
+        """Features of `views` augmented crops of every image, each view cached like plain features."""
+        from .augment import rng_for
 
-def prepare_image(path: Path, preprocessing: Preprocessing, cache: FeatureCache | None):
+        out = []
+        for view in range(views):
+            cache = FeatureCache(self.cache_root, f"{self.cache_key}-aug{augmentation.fingerprint}-s{seed}-v{view}")
+            transform = lambda image, h, v=view: augmentation(image, self.preprocessing, rng_for(seed, h, v))  # noqa: E731
+            out.append(batched_inference(paths, self.preprocessing, self.embed, self.spec.feature_dim, cache,
+                                         f"Augmented view {view + 1}/{views}", quiet, transform))
+        return out
+
+
+Transform = Callable[["Image.Image", str], np.ndarray]  # (RGB image, content sha256) -> uint8 crop
+
+
+def prepare_image(path: Path, preprocessing: Preprocessing, cache: FeatureCache | None, transform: Transform | None = None):
     """Read, hash and (unless cached) decode one file: runs in worker threads."""
     try:
         data = Path(path).read_bytes()
@@ -238,7 +256,7 @@ def prepare_image(path: Path, preprocessing: Preprocessing, cache: FeatureCache 
         return content_hash, hit, None, None
     try:
         image = decode(data, min_size=preprocessing.resize_short)
-        return content_hash, None, preprocessing(image), None
+        return content_hash, None, transform(image, content_hash) if transform else preprocessing(image), None
     except ImageDecodeError as e:
         return content_hash, None, None, str(e)
 
@@ -251,9 +269,11 @@ def batched_inference(
     cache: FeatureCache | None = None,
     description: str = "Extracting features",
     quiet: bool = False,
+    transform: Transform | None = None,
 ) -> Extraction:
-    """Decode images on worker threads while `infer` runs on batches of uint8 crops; cached rows
-    are reused and new ones stored. Unreadable files are reported, never fatal."""
+    """Decode images on worker threads while `infer` runs on batches of uint8 crops (made by
+    `transform`, else the plain preprocessing); cached rows are reused and new ones stored.
+    Unreadable files are reported, never fatal."""
     n = len(paths)
     outputs: list[np.ndarray | None] = [None] * n
     hashes: list[str | None] = [None] * n
@@ -276,7 +296,7 @@ def batched_inference(
 
     with progress_bar(description, n, quiet) as advance, ThreadPoolExecutor(num_threads()) as pool:
         # Decoding runs ahead of inference on the other core(s), bounded so memory stays flat.
-        prepared = bounded_map(pool, lambda p: prepare_image(p, preprocessing, cache), paths, window=4 * BATCH_SIZE)
+        prepared = bounded_map(pool, lambda p: prepare_image(p, preprocessing, cache, transform), paths, window=4 * BATCH_SIZE)
         for i, (content_hash, hit, array, error) in enumerate(prepared):
             hashes[i] = content_hash
             if error is not None:
@@ -295,10 +315,10 @@ def batched_inference(
     return Extraction(stacked, ok, failures, [hashes[i] for i in ok], computed)
 
 
-def load_crops(paths: Sequence[Path], preprocessing: Preprocessing) -> tuple[np.ndarray, list[int]]:
+def load_crops(paths: Sequence[Path], preprocessing: Preprocessing, transform: Transform | None = None) -> tuple[np.ndarray, list[int]]:
     """The uint8 model inputs (N, H, W, 3) of the readable images, decoded on all cores, and their indices."""
     with ThreadPoolExecutor(num_threads()) as pool:
-        prepared = list(bounded_map(pool, lambda p: prepare_image(p, preprocessing, None), paths, window=4 * BATCH_SIZE))
+        prepared = list(bounded_map(pool, lambda p: prepare_image(p, preprocessing, None, transform), paths, window=4 * BATCH_SIZE))
     ok = [i for i, (_, _, array, _) in enumerate(prepared) if array is not None]
     size = preprocessing.image_size
     crops = np.stack([prepared[i][2] for i in ok]) if ok else np.zeros((0, size, size, 3), np.uint8)

@@ -59,6 +59,17 @@ class MBConv(nn.Module):
         return x + y if self.use_residual else y
 
 
+class ConvBNReLU6(nn.Module):
+    """A callable view of an existing conv + BatchNorm pair (adds no parameters of its own)."""
+
+    def __init__(self, conv: nn.Module, bn: nn.Module):
+        super().__init__()
+        self.conv, self.bn = conv, bn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu6(self.bn(self.conv(x)))
+
+
 class EfficientNetLite(nn.Module):
     feature_dim = 1280
 
@@ -80,11 +91,7 @@ class EfficientNetLite(nn.Module):
 
     def blocks(self) -> list[nn.Module]:
         """Unfreezable units, bottom to top: the stem, 16 MBConv blocks, the 1x1 head conv."""
-        return [
-            nn.ModuleList([self._conv_stem, self._bn0]),
-            *self._blocks,
-            nn.ModuleList([self._conv_head, self._bn1]),
-        ]
+        return [ConvBNReLU6(self._conv_stem, self._bn0), *self._blocks, ConvBNReLU6(self._conv_head, self._bn1)]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu6(self._bn0(self._conv_stem(x)))
