@@ -32,6 +32,8 @@ class History:
     seconds: float = 0.0
     start_val_loss: float | None = None  # stage 2: the stage-1 model's validation loss and accuracy
     start_val_accuracy: float | None = None
+    setup_seconds: float = 0.0  # stage 2: one-time work before the first epoch (decoding, cached lower blocks)
+    epoch_seconds: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
