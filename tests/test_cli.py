@@ -119,3 +119,17 @@ def test_export_then_predict_with_the_onnx_file(trained, hymenoptera, tmp_path):
     from_bundle = headstart_cli("predict", out, bees, "--format", "csv").stdout
     labels = lambda text: [row["label"] for row in csv.DictReader(io.StringIO(text))]  # noqa: E731
     assert labels(from_onnx) == labels(from_bundle) and len(labels(from_onnx)) == 83
+
+
+def test_class_imbalance_is_reported_with_the_fix(tmp_path):
+    from .conftest import make_image
+
+    for i in range(30):
+        make_image(tmp_path / "data" / "common" / f"{i}.png", (200, 30, 30), seed=i)
+    for i in range(6):
+        make_image(tmp_path / "data" / "rare" / f"{i}.png", (30, 30, 200), seed=100 + i)
+    plain = headstart_cli("train", tmp_path / "data", "--out", tmp_path / "a", "--no-report")
+    assert "imbalanced" in plain.stderr and "--class-weights auto" in plain.stderr
+    balanced = headstart_cli("train", tmp_path / "data", "--out", tmp_path / "b", "--no-report", "--class-weights", "auto")
+    assert "imbalanced" not in balanced.stderr
+    assert json.loads((tmp_path / "b" / "model.json").read_text())["hparams"]["class_weights"] == "auto"

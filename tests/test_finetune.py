@@ -19,7 +19,7 @@ from headstart.augment import Augmentation, make_augmentation, rng_for
 from headstart.backbones import get_backbone
 from headstart.checkpoint import checkpoint_dir
 from headstart.errors import HeadstartError
-from headstart.finetune import SpeedOptions, fine_tune
+from headstart.finetune import fine_tune
 from headstart.head import build_head
 from headstart.hparams import HParams
 from headstart.preprocessing import Preprocessing

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -16,7 +14,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from .errors import HeadstartError
-from .features import default_mode
+from .fsutil import recover, staged_directory
 
 FORMAT = "headstart-bundle"
 FORMAT_VERSION = 1
@@ -41,7 +39,6 @@ def save_bundle(directory: str | Path, tensors: dict[str, torch.Tensor], meta: d
     target = Path(directory).expanduser().absolute()
     if target.exists() and not (target.is_dir() and (is_bundle(target) or not any(target.iterdir()))):
         raise HeadstartError(f"{target}: exists and is not a headstart model bundle; choose another --out")
-    target.parent.mkdir(parents=True, exist_ok=True)
     blob = save_safetensors({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata={"format": FORMAT})
     meta = {
         "format": FORMAT,
@@ -49,27 +46,16 @@ def save_bundle(directory: str | Path, tensors: dict[str, torch.Tensor], meta: d
         **meta,
         "files": {WEIGHTS_FILE: {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}},
     }
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    os.chmod(staging, default_mode(directory=True))
-    try:
+    with staged_directory(target) as staging:
         _fsync_write(staging / WEIGHTS_FILE, blob)
         _fsync_write(staging / META_FILE, (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode())
-        if target.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-            retired.rmdir()
-            os.replace(target, retired)
-            os.replace(staging, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
 def load_bundle(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Read and verify a bundle; any inconsistency is a one-line HeadstartError."""
     path = Path(directory).expanduser()
+    recover(path)
     if not path.exists():
         raise HeadstartError(f"{path}: no such model bundle")
     if not is_bundle(path):

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import HeadstartError
+from .fsutil import recover, staged_directory
 
 
 class Interrupted(HeadstartError):
@@ -73,28 +71,14 @@ def rebuild(prefix: str, skeleton, tensors: dict[str, torch.Tensor]):
 
 def save_checkpoint(directory: Path, state: dict) -> None:
     """Write `state` (nested dicts/lists of tensors and JSON values) atomically."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with staged_directory(directory) as staging:
         save_file(flatten("s", state), str(staging / "state.safetensors"))
         (staging / "state.json").write_text(json.dumps(strip_tensors(state)), "utf-8")
-        if directory.exists():
-            retired = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(retired, ignore_errors=True)
-            os.replace(directory, retired)
-            os.replace(staging, directory)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def load_checkpoint(directory: Path, fingerprint: str) -> dict | None:
     """The saved state, None if there is none; refuses one made for other settings or data."""
-    retired = directory.with_name(f".{directory.name}.old")
-    if not directory.exists() and retired.exists():  # killed between the two renames
-        os.replace(retired, directory)
+    recover(directory)
     if not (directory / "state.json").exists():
         return None
     skeleton = json.loads((directory / "state.json").read_text("utf-8"))

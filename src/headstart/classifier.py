@@ -401,7 +401,7 @@ class Classifier:
     def plot_curves(self):
         from .report import plot_curves
 
-        return plot_curves(self.info.get("history", {}))
+        return plot_curves(self.info.get("history", {}), self.info.get("stages", {}).get("fine_tune", {}).get("history"))
 
     def plot_confusion(self, data: PathLike | None = None):
         from .report import collect, plot_confusion

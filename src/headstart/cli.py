@@ -16,8 +16,8 @@ from . import __version__
 from .errors import HeadstartError
 from .hparams import HParams
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)  # never break a path or a message in two
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _hidden(text: str) -> tuple[int, ...]:

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from .errors import HeadstartError
-from .features import BATCH_SIZE, batched_inference, default_mode, export_onnx, load_crops, ort_session, run_batched
+from .fsutil import default_mode
+from .features import BATCH_SIZE, batched_inference, export_onnx, load_crops, ort_session, run_batched
 from .preprocessing import Normalize, Preprocessing
 
 if TYPE_CHECKING:

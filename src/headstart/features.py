@@ -7,6 +7,7 @@ so renaming or moving files costs nothing and a changed recipe never reuses stal
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import os
 import tempfile
@@ -27,6 +28,7 @@ from .data.images import ImageDecodeError, decode
 if TYPE_CHECKING:
     from PIL import Image
 from .errors import HeadstartError
+from .fsutil import atomic_write_bytes, default_mode
 from .preprocessing import Normalize, Preprocessing
 from .progress import progress_bar
 
@@ -42,25 +44,6 @@ def cache_root() -> Path:
 
 def num_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-
-
-def default_mode(directory: bool = False) -> int:
-    """What open()/mkdir() would give under the current umask (mkstemp/mkdtemp give 0600/0700)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return (0o777 if directory else 0o666) & ~umask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class FeatureCache:
@@ -206,11 +189,7 @@ class FeatureExtractor:
     def resolved_engine(self) -> str:
         if self.engine != "auto":
             return self.engine
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return "torch"
-        return "onnxruntime"
+        return "onnxruntime" if importlib.util.find_spec("onnxruntime") else "torch"
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """Cropped uint8 images (N, H, W, 3) -> features (N, feature_dim) float32."""

@@ -33,6 +33,13 @@ TRAIN, VAL, WRONG, RIGHT = "#1f77b4", "#ff7f0e", "#d62728", "#2ca02c"
 PNG_DPI = 110
 
 
+class NotebookFigure(Figure):
+    """A matplotlib Figure that shows itself inline in Jupyter, whatever backend is active."""
+
+    def _repr_png_(self) -> bytes:
+        return png_bytes(self)
+
+
 @dataclass
 class EvalData:
     """Everything the evaluation plots need, for one labelled split."""
@@ -107,23 +114,30 @@ def _smooth(values: np.ndarray, weight: float = 0.9) -> np.ndarray:
     return out
 
 
-def plot_curves(history: dict) -> Figure:
-    """Loss and accuracy per step (raw and smoothed) and per epoch, train and validation."""
-    fig = Figure(figsize=(11, 4), layout="constrained")
-    epochs = np.arange(1, len(history.get("train_loss", [])) + 1)
-    steps_per_epoch = history.get("steps_per_epoch") or 1
+def plot_curves(history: dict, fine_tune: dict | None = None) -> Figure:
+    """Loss and accuracy per step (raw and smoothed) and per epoch, train and validation; stage 2
+    (fine-tuning), if any, continues to the right of a marked boundary."""
+    fig = NotebookFigure(figsize=(11, 4), layout="constrained")
+    stages = [("stage 1", history, 0)]
+    n1 = len(history.get("train_loss", []))
+    if fine_tune and fine_tune.get("train_loss"):
+        stages.append(("stage 2", fine_tune, n1))
+    best = (n1 + fine_tune["best_epoch"]) if fine_tune and fine_tune.get("best_epoch") else history.get("best_epoch")
     for ax, key, title in zip(fig.subplots(1, 2), ("loss", "accuracy"), ("Loss", "Accuracy")):
-        step_values = np.array(history.get(f"step_{key}", []), dtype=float)
-        if len(step_values):
-            x = np.arange(1, len(step_values) + 1) / steps_per_epoch
-            ax.plot(x, step_values, color=TRAIN, alpha=0.2, lw=0.8, label="train, per step")
-            ax.plot(x, _smooth(step_values), color=TRAIN, lw=1.5, label="train, per step (smoothed)")
-        ax.plot(epochs, history.get(f"train_{key}", []), "o", color=TRAIN, ms=3, label="train, epoch mean")
-        ax.plot(epochs, history.get(f"val_{key}", []), "o-", color=VAL, ms=3, lw=1.5, label="validation")
-        if history.get("best_epoch"):
-            ax.axvline(history["best_epoch"], color="grey", ls="--", lw=1, label=f"best epoch ({history['best_epoch']}, restored)")
-        for boundary in history.get("stage_boundaries", []):
-            ax.axvline(boundary["epoch"], color="black", lw=1.2, label=f"start of {boundary['name']}")
+        for n, (stage, h, offset) in enumerate(stages):
+            first = n == 0
+            step_values = np.array(h.get(f"step_{key}", []), dtype=float)
+            if len(step_values):
+                x = offset + np.arange(1, len(step_values) + 1) / (h.get("steps_per_epoch") or 1)
+                ax.plot(x, step_values, color=TRAIN, alpha=0.2, lw=0.8, label="train, per step" if first else None)
+                ax.plot(x, _smooth(step_values), color=TRAIN, lw=1.5, label="train, per step (smoothed)" if first else None)
+            epochs = offset + np.arange(1, len(h.get("train_loss", [])) + 1)
+            ax.plot(epochs, h.get(f"train_{key}", []), "o", color=TRAIN, ms=3, label="train, epoch mean" if first else None)
+            ax.plot(epochs, h.get(f"val_{key}", []), "o-", color=VAL, ms=3, lw=1.5, label="validation" if first else None)
+        if len(stages) > 1:
+            ax.axvline(n1 + 0.5, color="black", lw=1.2, label="stage 1 | stage 2 (fine-tuning)")
+        if best:
+            ax.axvline(best, color="grey", ls="--", lw=1, label=f"best epoch ({best}, restored)")
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -146,7 +160,7 @@ def plot_confusion(metrics: Metrics, title: str = "Confusion matrix") -> Figure:
     share = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
     cell = 0.9 if n <= 8 else 0.5 if n <= 20 else 0.36
     side = max(4.5, n * cell + 2.5)
-    fig = Figure(figsize=(side + 1, side), layout="constrained")
+    fig = NotebookFigure(figsize=(side + 1, side), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, shrink=0.7, label="share of the true class (row)")
@@ -169,7 +183,7 @@ def plot_confusion(metrics: Metrics, title: str = "Confusion matrix") -> Figure:
 
 def plot_calibration(y: np.ndarray, probs: np.ndarray, uncalibrated: np.ndarray | None = None) -> Figure:
     """Reliability diagram: accuracy against confidence per bin, with how many predictions fall in each."""
-    fig = Figure(figsize=(5.5, 6), layout="constrained")
+    fig = NotebookFigure(figsize=(5.5, 6), layout="constrained")
     top, bottom = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
     top.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfectly calibrated")
     curves = [("calibrated" if uncalibrated is not None else "model", probs, TRAIN)]
@@ -213,7 +227,7 @@ def plot_mistakes(ev: EvalData, classes: list[str], preprocessing, wrong: int = 
     cols = 6
     sections = [("Most confident mistakes", mistakes, WRONG), ("Least confident correct predictions", unsure, RIGHT)]
     rows = [max(1, -(-len(items) // cols)) for _, items, _ in sections]
-    fig = Figure(figsize=(cols * 2.1, sum(rows) * 2.5 + 0.8), layout="constrained")
+    fig = NotebookFigure(figsize=(cols * 2.1, sum(rows) * 2.5 + 0.8), layout="constrained")
     subfigs = fig.subfigures(2, 1, height_ratios=rows)
     for sub, (title, items, colour), n_rows in zip(subfigs, sections, rows):
         sub.suptitle(f"{title} ({ev.split} split)", fontsize=11, color=colour, fontweight="bold")
@@ -236,7 +250,7 @@ def plot_mistakes(ev: EvalData, classes: list[str], preprocessing, wrong: int = 
 def plot_embedding(ev: EvalData, classes: list[str]) -> Figure:
     """2-D PCA of the features coloured by true class; misclassified images circled in black."""
     x = ev.features - ev.features.mean(0)
-    fig = Figure(figsize=(7, 6), layout="constrained")
+    fig = NotebookFigure(figsize=(7, 6), layout="constrained")
     ax = fig.subplots()
     if len(x) >= 2:
         _, s, vt = np.linalg.svd(x, full_matrices=False)
@@ -262,7 +276,7 @@ def plot_embedding(ev: EvalData, classes: list[str]) -> Figure:
 def plot_dataset(counts: dict[str, dict[str, int]]) -> Figure:
     """Images per class per split."""
     classes = list(next(iter(counts.values()), {}).keys())
-    fig = Figure(figsize=(8, max(2.5, 0.32 * len(classes) + 1.2)), layout="constrained")
+    fig = NotebookFigure(figsize=(8, max(2.5, 0.32 * len(classes) + 1.2)), layout="constrained")
     ax = fig.subplots()
     left = np.zeros(len(classes))
     for split, colour in zip(counts, (TRAIN, VAL, RIGHT)):
@@ -283,7 +297,7 @@ def plot_samples(clf: Classifier, per_class: int = 6, max_classes: int = 12) -> 
     dataset = scan(root, 0.0, 0.0)
     pool = dataset.split("train")
     classes = dataset.classes[:max_classes]
-    fig = Figure(figsize=(per_class * 1.6 + 1.5, len(classes) * 1.6 + 0.4), layout="constrained")
+    fig = NotebookFigure(figsize=(per_class * 1.6 + 1.5, len(classes) * 1.6 + 0.4), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(classes), per_class))
     for r, name in enumerate(classes):
         label = dataset.classes.index(name)
@@ -336,7 +350,7 @@ def write_report(clf: Classifier, directory: str | Path, data: str | Path | None
     ev = collect(clf, data)
     info = clf.info
     figures = {
-        "curves": plot_curves(info.get("history", {})) if info.get("history") else None,
+        "curves": plot_curves(info["history"], info.get("stages", {}).get("fine_tune", {}).get("history")) if info.get("history") else None,
         "confusion": plot_confusion(ev.metrics, f"Confusion matrix, {ev.split} split"),
         "calibration": plot_calibration(ev.y_true, ev.probabilities, ev.uncalibrated),
         "mistakes": plot_mistakes(ev, clf.classes, clf.preprocessing),
