@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import glob
 import platform
 import shutil
@@ -25,7 +26,7 @@ from .data.dataset import Dataset, scan
 from .data.images import is_image_path
 from .data.remote import resolve_data
 from .errors import HeadstartError
-from .features import FeatureExtractor
+from .features import Extraction, FeatureExtractor
 from .head import build_head
 from .hparams import HParams
 from .leakage import check_leakage, group_near_duplicates
@@ -169,121 +170,83 @@ class Classifier:
         fine_tune_options: dict | None = None,
         **overrides,
     ) -> Classifier:
-        """Scan `data`, extract (cached) features, train the head, evaluate on the test split
-        (validation if there is none) and, if `out` is given, save the bundle there."""
-        hp = hparams or HParams()
-        if overrides:
-            hp = HParams.from_dict({**hp.to_dict(), **overrides})
+        """Scan `data`, extract (cached) features, train the head, optionally fine-tune, evaluate
+        on the test split (validation if there is none) and, if `out` is given, save the bundle."""
+        hp = HParams.from_dict({**(hparams or HParams()).to_dict(), **overrides})
         started = time.perf_counter()
         spec = get_backbone(hp.backbone)
         spec.weights_path(weights)  # fail early, before scanning, if weights are missing
-        root = resolve_data(data, quiet=quiet)
-        dataset = scan(root, hp.val_fraction, hp.test_fraction, hp.seed, group_by=hp.group_by)
+        dataset = scan(resolve_data(data, quiet=quiet), hp.val_fraction, hp.test_fraction, hp.seed, group_by=hp.group_by)
         extractor = FeatureExtractor(spec, weights, engine=engine)
-        t0 = time.perf_counter()
-        paths = [s.path for s in dataset.samples]
-        extraction = extractor.extract(paths, quiet=quiet)
-        extract_seconds = time.perf_counter() - t0
-        rows = {paths[i]: row for row, i in enumerate(extraction.ok)}
-        dataset.drop(extraction.failures)
+        pretrained = _DatasetFeatures.extract(extractor, dataset, quiet)
+        dataset.drop(pretrained.extraction.failures)
         if hp.group_by == "auto":
-            order = [rows[s.path] for s in dataset.samples]
-            groups = group_near_duplicates(extraction.features[order], hp.near_duplicate_threshold)
-            dataset.regroup({s.path: int(g) for s, g in zip(dataset.samples, groups)})
-        features = _features_by_split(dataset, extraction.features, rows)
-
-        x_train, y_train = features["train"]
-        x_val, y_val = features.get("val", (None, None))
-        augmentation = hp.augmentation()
-        if hp.views:
-            if augmentation is None:
-                raise HeadstartError("--views needs augmentation: add --augment light (or strong)")
-            train_paths = [s.path for s in dataset.split("train")]
-            views = extractor.extract_views(train_paths, augmentation, hp.views, hp.seed, quiet=quiet)
-            x_train = np.concatenate([x_train, *(v.features for v in views)])
-            y_train = np.concatenate([y_train] + [y_train[v.ok] for v in views])
+            dataset.regroup(pretrained.near_duplicate_groups(dataset, hp.near_duplicate_threshold))
         checkpoints = Checkpoints(out, hp, dataset, data, resume)
-        saved = checkpoints.saved or {}
-        with checkpoints.interruptible():
-            if saved.get("stage1_done"):
-                head = build_head(spec.feature_dim, len(dataset.classes), hp.hidden, hp.dropout)
-                head.load_state_dict(saved["stage1"]["head"])
-                head.eval()
-                history = History(**saved["stage1"]["history"])
-            else:
-                head, history = fit_head(x_train, y_train, x_val, y_val, len(dataset.classes), hp, quiet=quiet,
-                                         on_epoch=checkpoints.stage1_epoch, resume=saved.get("stage1"))
-                checkpoints.stage1_done(head, history)
-        stage1 = {"history": history.to_dict(), "val_accuracy": history.val_accuracy[history.best_epoch - 1] if history.val_accuracy else None}
-
-        fine_tuned = None
-        if hp.fine_tune:
-            if "val" not in features:
-                raise HeadstartError("fine-tuning needs a validation split for early stopping; set --val-fraction > 0")
-            import copy
-
-            from .finetune import fine_tune
-
-            train_s, val_s = dataset.split("train"), dataset.split("val")
-            with checkpoints.interruptible():
-                fine_tuned, head, ft_history = fine_tune(
-                    copy.deepcopy(extractor.backbone), head, extractor.preprocessing,
-                    ([s.path for s in train_s], np.array([s.label for s in train_s])),
-                    ([s.path for s in val_s], np.array([s.label for s in val_s])),
-                    hp, augmentation=augmentation, quiet=quiet, on_epoch=checkpoints.stage2_epoch,
-                    resume=saved.get("stage2"), **(fine_tune_options or {}),
-                )
-            if ft_history.best_epoch == 0:  # no epoch beat the stage-1 model on validation: it stays
-                fine_tuned = None
-            else:
-                extractor = FeatureExtractor(spec, weights, backbone=fine_tuned, engine=engine)
-                refreshed = extractor.extract(paths, quiet=quiet, description="Features, fine-tuned")
-                features = _features_by_split(dataset, refreshed.features, {paths[i]: row for row, i in enumerate(refreshed.ok)})
-        clf = cls(spec, head, dataset.classes, hp, weights=weights, engine=engine, backbone=fine_tuned)
+        head, history = _train_head(extractor, dataset, pretrained, hp, checkpoints, quiet)
+        clf = cls(spec, head, dataset.classes, hp, weights=weights, engine=engine)
         clf._extractor = extractor
+        fine_tune_history = clf._fine_tune(dataset, checkpoints, quiet, fine_tune_options) if hp.fine_tune else None
+        final = pretrained if clf.backbone is None else _DatasetFeatures.extract(clf.extractor, dataset, quiet)
+        clf.info = clf._describe(dataset, final.by_split(dataset), pretrained, history, fine_tune_history, started)
+        if out is not None:
+            clf.save(out)
+            checkpoints.discard()
+        return clf
+
+    def _fine_tune(self, dataset: Dataset, checkpoints: Checkpoints, quiet: bool, options: dict | None) -> History:
+        """Stage 2; keeps the fine-tuned backbone only if some epoch beat the stage-1 model."""
+        from .finetune import fine_tune
+
+        train, val = dataset.split("train"), dataset.split("val")
+        if not val:
+            raise HeadstartError("fine-tuning needs a validation split for early stopping; set --val-fraction > 0")
+        with checkpoints.interruptible():
+            backbone, self.head, history = fine_tune(
+                copy.deepcopy(self.extractor.backbone), self.head, self.preprocessing,
+                ([s.path for s in train], np.array([s.label for s in train])),
+                ([s.path for s in val], np.array([s.label for s in val])),
+                self.hparams, augmentation=self.hparams.augmentation(), quiet=quiet,
+                on_epoch=checkpoints.stage2_epoch, resume=(checkpoints.saved or {}).get("stage2"), **(options or {}),
+            )
+        if history.best_epoch > 0:
+            self.backbone, self._extractor = backbone, None
+        return history
+
+    def _describe(self, dataset, features, pretrained, history, fine_tune_history, started) -> dict:
+        """Calibrate (if asked) and measure; everything that goes into model.json besides the weights."""
+        hp = self.hparams
         eval_split = "test" if "test" in features else "val" if "val" in features else "train"
         x_eval, y_eval = features[eval_split]
-        calibration = {"ece_uncalibrated": expected_calibration_error(y_eval, clf.predict_features(x_eval))}
+        calibration = {"ece_uncalibrated": expected_calibration_error(y_eval, self.predict_features(x_eval))}
         if hp.calibrate and "val" in features:
-            clf.temperature = fit_temperature(clf.logits(features["val"][0]), features["val"][1])
-        calibration |= {"temperature": clf.temperature, "ece": expected_calibration_error(y_eval, clf.predict_features(x_eval))}
-        metrics = compute_metrics(y_eval, clf.predict_features(x_eval), dataset.classes)
-        # Leakage is judged on the pretrained features: the fine-tuned ones were fitted to these very images.
-        pretrained_rows = {paths[i]: row for row, i in enumerate(extraction.ok)}
-        order = [pretrained_rows[s.path] for s in dataset.samples]
-        leakage = check_leakage(
-            [str(s.path) for s in dataset.samples], [s.split for s in dataset.samples], extraction.features[order],
-            [extraction.hashes[i] for i in order], hp.near_duplicate_threshold, history.to_dict(),
-        )
-        clf.info = {
+            self.temperature = fit_temperature(self.logits(features["val"][0]), features["val"][1])
+        calibration |= {"temperature": self.temperature, "ece": expected_calibration_error(y_eval, self.predict_features(x_eval))}
+        # Leakage is judged on the pretrained features: fine-tuned ones were fitted to these very images.
+        leakage = pretrained.leakage(dataset, hp, history)
+        best_val = lambda h: h.val_accuracy[h.best_epoch - 1] if h.best_epoch else h.start_val_accuracy  # noqa: E731
+        stages = {"head": {"history": history.to_dict(), "val_accuracy": best_val(history)}}
+        if fine_tune_history is not None:
+            stages["fine_tune"] = {"history": fine_tune_history.to_dict(), "blocks": hp.fine_tune,
+                                   "val_accuracy": best_val(fine_tune_history), "kept_stage1": fine_tune_history.best_epoch == 0}
+        return {
             "data": _dataset_summary(dataset),
             "leakage": leakage.to_dict() | {"message": leakage.message()},
             "history": history.to_dict(),
+            "stages": stages,
             "evaluated_on": eval_split,
-            "metrics": metrics.to_dict(),
+            "metrics": compute_metrics(y_eval, self.predict_features(x_eval), dataset.classes).to_dict(),
             "calibration": calibration,
-            "stages": {"head": stage1} | ({"fine_tune": {
-                "history": ft_history.to_dict(), "blocks": hp.fine_tune,
-                "val_accuracy": ft_history.val_accuracy[ft_history.best_epoch - 1] if ft_history.best_epoch else ft_history.start_val_accuracy,
-                "kept_stage1": ft_history.best_epoch == 0,
-            }} if hp.fine_tune else {}),
-            "splits": {
-                split: compute_metrics(y, clf.predict_features(x), dataset.classes).to_dict()
-                for split, (x, y) in features.items()
-            },
+            "splits": {split: compute_metrics(y, self.predict_features(x), dataset.classes).to_dict() for split, (x, y) in features.items()},
             "timings": {
-                "feature_extraction_s": round(extract_seconds, 3),
-                "images_computed": extraction.computed,
-                "images_from_cache": len(extraction.ok) - extraction.computed,
+                "feature_extraction_s": round(pretrained.seconds, 3),
+                "images_computed": pretrained.extraction.computed,
+                "images_from_cache": len(pretrained.extraction.ok) - pretrained.extraction.computed,
                 "head_training_s": round(history.seconds, 3),
                 "total_s": round(time.perf_counter() - started, 3),
             },
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        if out is not None:
-            clf.save(out)
-            checkpoints.discard()
-        return clf
 
     @property
     def metrics(self) -> Metrics | None:
@@ -491,6 +454,67 @@ class Classifier:
                    backbone=backbone)
 
 
+@dataclass
+class _DatasetFeatures:
+    """Backbone features of every sample of a dataset (unreadable files dropped from it)."""
+
+    extraction: Extraction
+    rows: dict[Path, int]  # image path -> row of extraction.features
+    seconds: float
+
+    @classmethod
+    def extract(cls, extractor: FeatureExtractor, dataset: Dataset, quiet: bool) -> _DatasetFeatures:
+        started = time.perf_counter()
+        paths = [s.path for s in dataset.samples]
+        extraction = extractor.extract(paths, quiet=quiet)
+        return cls(extraction, {paths[i]: row for row, i in enumerate(extraction.ok)}, time.perf_counter() - started)
+
+    def near_duplicate_groups(self, dataset: Dataset, threshold: float) -> dict[Path, int]:
+        groups = group_near_duplicates(self.of(dataset.samples), threshold)
+        return {s.path: int(g) for s, g in zip(dataset.samples, groups)}
+
+    def of(self, samples: list) -> np.ndarray:
+        return self.extraction.features[[self.rows[s.path] for s in samples]]
+
+    def by_split(self, dataset: Dataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """(features, labels) per non-empty split."""
+        return {
+            split: (self.of(samples), np.array([s.label for s in samples], dtype=np.int64))
+            for split in ("train", "val", "test")
+            if (samples := dataset.split(split))
+        }
+
+    def leakage(self, dataset: Dataset, hp: HParams, history: History):
+        samples = dataset.samples
+        return check_leakage([str(s.path) for s in samples], [s.split for s in samples], self.of(samples),
+                             [self.extraction.hashes[self.rows[s.path]] for s in samples], hp.near_duplicate_threshold,
+                             history.to_dict())
+
+
+def _train_head(extractor: FeatureExtractor, dataset: Dataset, features: _DatasetFeatures, hp: HParams,
+                checkpoints: Checkpoints, quiet: bool) -> tuple[nn.Sequential, History]:
+    """Stage 1 on the cached features (plus augmented views if asked), checkpointed every epoch."""
+    saved = checkpoints.saved or {}
+    if saved.get("stage1_done"):
+        head = build_head(extractor.spec.feature_dim, len(dataset.classes), hp.hidden, hp.dropout)
+        head.load_state_dict(saved["stage1"]["head"])
+        return head.eval(), History(**saved["stage1"]["history"])
+    split = features.by_split(dataset)
+    (x_train, y_train), (x_val, y_val) = split["train"], split.get("val", (None, None))
+    if hp.views:
+        augmentation = hp.augmentation()
+        if augmentation is None:
+            raise HeadstartError("--views needs augmentation: add --augment light (or strong)")
+        views = extractor.extract_views([s.path for s in dataset.split("train")], augmentation, hp.views, hp.seed, quiet=quiet)
+        x_train = np.concatenate([x_train, *(v.features for v in views)])
+        y_train = np.concatenate([y_train] + [y_train[v.ok] for v in views])
+    with checkpoints.interruptible():
+        head, history = fit_head(x_train, y_train, x_val, y_val, len(dataset.classes), hp, quiet=quiet,
+                                 on_epoch=checkpoints.stage1_epoch, resume=saved.get("stage1"))
+    checkpoints.stage1_done(head, history)
+    return head, history
+
+
 class Checkpoints:
     """Per-epoch checkpoints of a training run saved to `out` (none when `out` is None)."""
 
@@ -541,17 +565,6 @@ class Checkpoints:
     def discard(self) -> None:
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _features_by_split(dataset: Dataset, features: np.ndarray, rows: dict[Path, int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(features, labels) per non-empty split; `rows` maps an image path to its feature row."""
-    out = {}
-    for split in ("train", "val", "test"):
-        samples = dataset.split(split)
-        if samples:
-            x = features[[rows[s.path] for s in samples]]
-            out[split] = (x, np.array([s.label for s in samples], dtype=np.int64))
-    return out
 
 
 def _dataset_summary(dataset: Dataset) -> dict:
