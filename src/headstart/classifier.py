@@ -176,7 +176,7 @@ class Classifier:
         started = time.perf_counter()
         spec = get_backbone(hp.backbone)
         spec.weights_path(weights)  # fail early, before scanning, if weights are missing
-        dataset = scan(resolve_data(data, quiet=quiet), hp.val_fraction, hp.test_fraction, hp.seed, group_by=hp.group_by)
+        dataset = scan(resolve_data(data, quiet=quiet), hp.val_fraction, hp.test_fraction, hp.seed, group_by=hp.group_by, quiet=quiet)
         extractor = FeatureExtractor(spec, weights, engine=engine)
         pretrained = _DatasetFeatures.extract(extractor, dataset, quiet)
         dataset.drop(pretrained.extraction.failures)
@@ -312,7 +312,7 @@ class Classifier:
 
     def evaluate(self, data: PathLike, quiet: bool = True) -> Evaluation:
         """Metrics on a labelled folder: its test split if pre-split (else val), else all its images."""
-        dataset = scan(resolve_data(data, quiet=quiet), val_fraction=0.0, test_fraction=0.0)
+        dataset = scan(resolve_data(data, quiet=quiet), val_fraction=0.0, test_fraction=0.0, quiet=quiet)
         split = next((s for s in ("test", "val") if dataset.presplit and dataset.split(s)), "train")
         index = {name: i for i, name in enumerate(self.classes)}
         unknown = [c for c in dataset.classes if c not in index]

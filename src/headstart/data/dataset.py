@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import HeadstartError
+from ..progress import progress_bar
 from .images import is_image_path
 
 SPLITS = ("train", "val", "test")
@@ -93,10 +94,11 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _files(class_dir: Path, skipped: list[Skipped]) -> list[Path]:
+def _files(class_dir: Path, skipped: list[Skipped], advance=lambda n=1, **kw: None) -> list[Path]:
     """Image files below a class folder (recursively), hidden ones ignored, others recorded."""
     out = []
     for p in sorted(class_dir.rglob("*")):
+        advance()
         rel = p.relative_to(class_dir)
         if any(part.startswith(".") for part in rel.parts) or not p.is_file():
             continue
@@ -113,6 +115,7 @@ def scan(
     test_fraction: float = 0.1,
     seed: int = 42,
     group_by: str | None = None,
+    quiet: bool = False,
 ) -> Dataset:
     """Find classes and images under `root` and assign every image to a split.
 
@@ -124,6 +127,11 @@ def scan(
     root = Path(root).expanduser()
     if not root.is_dir():
         raise HeadstartError(f"{root}: no such folder")
+    with progress_bar(f"Scanning {root.name}", None, quiet) as advance:
+        return _scan(root, val_fraction, test_fraction, seed, pattern, advance)
+
+
+def _scan(root: Path, val_fraction: float, test_fraction: float, seed: int, pattern, advance) -> Dataset:
     subdirs = {SPLIT_ALIASES.get(p.name.lower()): p for p in _class_dirs(root)}
     subdirs.pop(None, None)
     skipped: list[Skipped] = []
@@ -135,14 +143,14 @@ def scan(
             for class_dir in _class_dirs(folder):
                 if class_dir.name not in index:
                     raise HeadstartError(f"{class_dir}: class {class_dir.name!r} is not in {subdirs['train']}")
-                samples += [Sample(p, index[class_dir.name], split) for p in _files(class_dir, skipped)]
+                samples += [Sample(p, index[class_dir.name], split) for p in _files(class_dir, skipped, advance)]
         if "val" not in subdirs:  # carve validation out of train, stratified
             samples = _assign(samples, {"val": val_fraction}, seed, "train", _name_groups(samples, pattern))
         dataset = Dataset(root, classes, samples, skipped, presplit=True)
     else:
         class_dirs = _class_dirs(root)
         classes = [p.name for p in class_dirs]
-        samples = [Sample(p, i, "train") for i, d in enumerate(class_dirs) for p in _files(d, skipped)]
+        samples = [Sample(p, i, "train") for i, d in enumerate(class_dirs) for p in _files(d, skipped, advance)]
         samples = _assign(samples, {"test": test_fraction, "val": val_fraction}, seed, "train", _name_groups(samples, pattern))
         dataset = Dataset(root, classes, samples, skipped, fractions={"test": test_fraction, "val": val_fraction}, seed=seed)
     if not dataset.samples:
