@@ -153,7 +153,7 @@ def cmd_predict(args) -> int:
     elif args.format == "jsonl":
         for p in result:
             sys.stdout.write(json.dumps({"path": str(p.path), "label": p.label, "probability": p.probability, "top": p.top(args.top_k), "probabilities": p.probabilities}, ensure_ascii=False) + "\n")
-    else:
+    elif len(result):
         k = min(args.top_k, len(clf.classes))
         table = Table()
         table.add_column("image")

@@ -154,13 +154,10 @@ class FeatureExtractor:
         self.spec = spec
         self.preprocessing = preprocessing or spec.preprocessing
         self.cache_root = Path(cache_dir) if cache_dir else cache_root()
-        if backbone is None:
-            weights_sha = spec.weights.sha256
-            self._weights = weights
-            self._backbone = None
-        else:
-            weights_sha = state_fingerprint(backbone)
-            self._backbone = backbone.eval()
+        self._weights = weights
+        self._backbone = backbone.eval() if backbone is not None else None
+        # Pretrained: the weights file's hash; fine-tuned: a hash of the tuned tensors.
+        weights_sha = spec.weights.sha256 if backbone is None else state_fingerprint(backbone)
         self.model_id = f"{spec.name}-{weights_sha[:16]}"
         self.engine = engine
         self._session = None
