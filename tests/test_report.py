@@ -133,3 +133,14 @@ def test_report_command_regenerates_on_other_data(trained, small_hymenoptera, tm
     rows = {row["class"]: row for row in csv.DictReader(open(tmp_path / "per_class.csv"))}
     assert int(rows["ants"]["support"]) == 6 and int(rows["bees"]["support"]) == 6
     assert (tmp_path / "report.html").stat().st_size > 10_000
+
+
+def test_a_folder_with_an_unknown_class_is_refused_by_evaluate_and_report(trained, small_hymenoptera, tmp_path):
+    clf, _, _ = trained
+    import shutil
+
+    shutil.copytree(small_hymenoptera / "val", tmp_path / "data")
+    shutil.copytree(tmp_path / "data" / "bees", tmp_path / "data" / "wasps")
+    for call in (lambda: clf.evaluate(tmp_path / "data"), lambda: clf.report(tmp_path / "r", data=tmp_path / "data")):
+        with pytest.raises(headstart.HeadstartError, match="class 'wasps' is not one of the model's labels"):
+            call()

@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import HeadstartError
 from .fsutil import recover, staged_directory
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .data.dataset import Dataset
+    from .hparams import HParams
+    from .training import History
 
 
 class Interrupted(HeadstartError):
@@ -86,3 +96,55 @@ def load_checkpoint(directory: Path, fingerprint: str) -> dict | None:
         raise HeadstartError(f"{directory}: this checkpoint was made with other settings or data; "
                              "run with the same command to resume, or delete it to start over")
     return rebuild("s", skeleton, load_file(str(directory / "state.safetensors")))
+
+
+class Checkpoints:
+    """Per-epoch checkpoints of a training run saved to `out` (none when `out` is None)."""
+
+    def __init__(self, out: str | Path | None, hp: HParams, dataset: Dataset, data: str | Path, resume: bool):
+        self.dir = checkpoint_dir(out) if out is not None else None
+        self.data, self.out = data, out
+        self.fingerprint = run_fingerprint(hp.to_dict(), [(str(s.path), s.split, s.label) for s in dataset.samples])
+        self.saved = None
+        self.stage1: dict = {}
+        if self.dir is None:
+            if resume:
+                raise HeadstartError("--resume needs --out: the folder of the run to continue")
+            return
+        if resume:
+            self.saved = load_checkpoint(self.dir, self.fingerprint)
+            if self.saved is None:
+                raise HeadstartError(f"nothing to resume: no checkpoint at {self.dir}")
+            self.stage1 = self.saved.get("stage1", {}) if self.saved.get("stage1_done") else {}
+        elif self.dir.exists():
+            raise HeadstartError(f"{self.out} has an unfinished run ({self.dir}): add --resume to continue it, or delete that folder")
+
+    def stage1_epoch(self, snapshot: dict) -> None:
+        if self.dir is not None:
+            save_checkpoint(self.dir, {"fingerprint": self.fingerprint, "stage1": snapshot, "stage1_done": False})
+
+    def stage1_done(self, head: nn.Module, history: History) -> None:
+        self.stage1 = {"head": head.state_dict(), "history": history.to_dict()}
+        if self.dir is not None:
+            save_checkpoint(self.dir, {"fingerprint": self.fingerprint, "stage1": self.stage1, "stage1_done": True})
+
+    def stage2_epoch(self, snapshot: dict) -> None:
+        if self.dir is not None:
+            save_checkpoint(self.dir, {"fingerprint": self.fingerprint, "stage1": self.stage1, "stage1_done": True, "stage2": snapshot})
+
+    @contextmanager
+    def interruptible(self):
+        """Ctrl-C: stop with the last finished epoch saved and say how to resume."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            if self.dir is None or not self.dir.exists():
+                raise
+            raise Interrupted(
+                f"interrupted; training up to the last finished epoch is saved in {self.dir}. "
+                f"Resume with: headstart train {self.data} --out {self.out} --resume (and the same options)"
+            ) from None
+
+    def discard(self) -> None:
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 import glob
 import platform
-import shutil
-from contextlib import contextmanager
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,9 +17,9 @@ from torch import nn
 
 from . import __version__
 from .backbones import BackboneSpec, get_backbone
-from .calibration import expected_calibration_error, fit_temperature, softmax
 from .bundle import load_bundle, save_bundle
-from .checkpoint import Interrupted, checkpoint_dir, load_checkpoint, run_fingerprint, save_checkpoint
+from .calibration import expected_calibration_error, fit_temperature, softmax
+from .checkpoint import Checkpoints
 from .data.dataset import Dataset, scan
 from .data.images import is_image_path
 from .data.remote import resolve_data
@@ -69,6 +67,25 @@ class Predictions:
     @property
     def labels(self) -> list[str]:
         return [p.label for p in self.items]
+
+    @classmethod
+    def from_probabilities(cls, classes: list[str], paths: list[Path], ok: list[int], probabilities: np.ndarray,
+                           failures: dict[Path, str]) -> Predictions:
+        """One Prediction per readable image (`ok` indexes `paths`, rows of `probabilities` follow it)."""
+        items = []
+        for i, p in zip(ok, probabilities):
+            best = int(p.argmax())
+            items.append(Prediction(paths[i], classes[best], float(p[best]), dict(zip(classes, map(float, p)))))
+        return cls(list(classes), items, failures)
+
+
+@dataclass
+class LabelledFolder:
+    root: Path
+    split: str  # "test" / "val" of a pre-split folder, else "all"
+    paths: list[Path]
+    labels: np.ndarray  # label index (of the model) of each path
+    skipped: dict[Path, str]
 
 
 @dataclass
@@ -303,15 +320,17 @@ class Classifier:
         paths, failures = collect_images(inputs)
         extraction = self.extractor.extract(paths, use_cache=False, description="Predicting", quiet=quiet)
         failures.update(extraction.failures)
-        probs = self.predict_features(extraction.features)
-        items = []
-        for i, p in zip(extraction.ok, probs):
-            best = int(p.argmax())
-            items.append(Prediction(paths[i], self.classes[best], float(p[best]), dict(zip(self.classes, map(float, p)))))
-        return Predictions(self.classes, items, failures)
+        return Predictions.from_probabilities(self.classes, paths, extraction.ok, self.predict_features(extraction.features), failures)
 
     def evaluate(self, data: PathLike, quiet: bool = True) -> Evaluation:
         """Metrics on a labelled folder: its test split if pre-split (else val), else all its images."""
+        folder = self.labelled_folder(data, quiet)
+        extraction = self.extractor.extract(folder.paths, description="Evaluating", quiet=quiet)
+        metrics = compute_metrics(folder.labels[extraction.ok], self.predict_features(extraction.features), self.classes)
+        return Evaluation(metrics, folder.split, folder.root, folder.skipped | extraction.failures)
+
+    def labelled_folder(self, data: PathLike, quiet: bool = True) -> LabelledFolder:
+        """The images of a labelled folder to evaluate on, with label indices of this model."""
         dataset = scan(resolve_data(data, quiet=quiet), val_fraction=0.0, test_fraction=0.0, quiet=quiet)
         split = next((s for s in ("test", "val") if dataset.presplit and dataset.split(s)), "train")
         index = {name: i for i, name in enumerate(self.classes)}
@@ -319,11 +338,13 @@ class Classifier:
         if unknown:
             raise HeadstartError(f"{dataset.root}: class {unknown[0]!r} is not one of the model's labels {self.classes}")
         samples = dataset.split(split)
-        extraction = self.extractor.extract([s.path for s in samples], description="Evaluating", quiet=quiet)
-        y = np.array([index[dataset.classes[samples[i].label]] for i in extraction.ok], dtype=np.int64)
-        metrics = compute_metrics(y, self.predict_features(extraction.features), self.classes)
-        failures = {Path(s.path): s.reason for s in dataset.skipped} | extraction.failures
-        return Evaluation(metrics, split if dataset.presplit else "all", dataset.root, failures)
+        return LabelledFolder(
+            root=dataset.root,
+            split=split if dataset.presplit else "all",
+            paths=[s.path for s in samples],
+            labels=np.array([index[dataset.classes[s.label]] for s in samples], dtype=np.int64),
+            skipped={Path(s.path): s.reason for s in dataset.skipped},
+        )
 
     # -- the data it was trained on ---------------------------------------------------------
     def _data_root(self, data: PathLike | None) -> Path:
@@ -402,9 +423,9 @@ class Classifier:
             "head": {"hidden": list(self.hparams.hidden), "dropout": self.hparams.dropout},
             "hparams": self.hparams.to_dict(),
             **self.info,
+            "calibration": {**self.info.get("calibration", {}), "temperature": self.temperature},
             "environment": environment(),
         }
-        meta.setdefault("calibration", {})["temperature"] = self.temperature
         tensors = {f"head.{k}": v for k, v in self.head.state_dict().items()}
         if self.backbone is not None:  # fine-tuned: the whole backbone travels with the bundle
             tensors |= {f"backbone.{k}": v for k, v in self.backbone.state_dict().items()}
@@ -513,58 +534,6 @@ def _train_head(extractor: FeatureExtractor, dataset: Dataset, features: _Datase
                                  on_epoch=checkpoints.stage1_epoch, resume=saved.get("stage1"))
     checkpoints.stage1_done(head, history)
     return head, history
-
-
-class Checkpoints:
-    """Per-epoch checkpoints of a training run saved to `out` (none when `out` is None)."""
-
-    def __init__(self, out: PathLike | None, hp: HParams, dataset: Dataset, data: PathLike, resume: bool):
-        self.dir = checkpoint_dir(out) if out is not None else None
-        self.data, self.out = data, out
-        self.fingerprint = run_fingerprint(hp.to_dict(), [(str(s.path), s.split, s.label) for s in dataset.samples])
-        self.saved = None
-        self.stage1: dict = {}
-        if self.dir is None:
-            if resume:
-                raise HeadstartError("--resume needs --out: the folder of the run to continue")
-            return
-        if resume:
-            self.saved = load_checkpoint(self.dir, self.fingerprint)
-            if self.saved is None:
-                raise HeadstartError(f"nothing to resume: no checkpoint at {self.dir}")
-            self.stage1 = self.saved.get("stage1", {}) if self.saved.get("stage1_done") else {}
-        elif self.dir.exists():
-            raise HeadstartError(f"{self.out} has an unfinished run ({self.dir}): add --resume to continue it, or delete that folder")
-
-    def stage1_epoch(self, snapshot: dict) -> None:
-        if self.dir is not None:
-            save_checkpoint(self.dir, {"fingerprint": self.fingerprint, "stage1": snapshot, "stage1_done": False})
-
-    def stage1_done(self, head: nn.Module, history: History) -> None:
-        self.stage1 = {"head": head.state_dict(), "history": history.to_dict()}
-        if self.dir is not None:
-            save_checkpoint(self.dir, {"fingerprint": self.fingerprint, "stage1": self.stage1, "stage1_done": True})
-
-    def stage2_epoch(self, snapshot: dict) -> None:
-        if self.dir is not None:
-            save_checkpoint(self.dir, {"fingerprint": self.fingerprint, "stage1": self.stage1, "stage1_done": True, "stage2": snapshot})
-
-    @contextmanager
-    def interruptible(self):
-        """Ctrl-C: stop with the last finished epoch saved and say how to resume."""
-        try:
-            yield
-        except KeyboardInterrupt:
-            if self.dir is None or not self.dir.exists():
-                raise
-            raise Interrupted(
-                f"interrupted; training up to the last finished epoch is saved in {self.dir}. "
-                f"Resume with: headstart train {self.data} --out {self.out} --resume (and the same options)"
-            ) from None
-
-    def discard(self) -> None:
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _dataset_summary(dataset: Dataset) -> dict:

@@ -284,13 +284,8 @@ class ExportedModel:
         self._run = onnx_runner(self.path)
 
     def predict(self, inputs, quiet: bool = True) -> Predictions:
-        from .classifier import Prediction, Predictions, collect_images
+        from .classifier import Predictions, collect_images
 
         paths, failures = collect_images([inputs] if isinstance(inputs, (str, Path)) else inputs)
         result = batched_inference(paths, self.preprocessing, self._run, len(self.classes), description="Predicting", quiet=quiet)
-        failures.update(result.failures)
-        items = []
-        for i, p in zip(result.ok, result.features):
-            best = int(p.argmax())
-            items.append(Prediction(paths[i], self.classes[best], float(p[best]), dict(zip(self.classes, map(float, p)))))
-        return Predictions(self.classes, items, failures)
+        return Predictions.from_probabilities(self.classes, paths, result.ok, result.features, failures | result.failures)

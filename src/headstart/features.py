@@ -24,13 +24,13 @@ from torch import nn
 
 from .backbones import BackboneSpec
 from .data.images import ImageDecodeError, decode
-
-if TYPE_CHECKING:
-    from PIL import Image
 from .errors import HeadstartError
 from .fsutil import atomic_write_bytes, default_mode
 from .preprocessing import Normalize, Preprocessing
 from .progress import progress_bar
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 BATCH_SIZE = 32
 

@@ -21,7 +21,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from .calibration import expected_calibration_error, reliability
+from .calibration import expected_calibration_error, reliability, softmax
 from .data.dataset import scan
 from .data.images import ImageDecodeError, load_image
 from .metrics import Metrics, compute_metrics
@@ -59,24 +59,15 @@ def collect(clf: Classifier, data: str | Path | None = None) -> EvalData:
     if data is None:
         paths, labels, split = clf.reference_images()
     else:
-        dataset = scan(data, 0.0, 0.0)
-        split = next((s for s in ("test", "val") if dataset.presplit and dataset.split(s)), "train")
-        samples = dataset.split(split)
-        paths = [s.path for s in samples]
-        labels = [clf.classes.index(dataset.classes[s.label]) if dataset.classes[s.label] in clf.classes else -1 for s in samples]
-        split = split if dataset.presplit else "all"
+        folder = clf.labelled_folder(data)
+        paths, labels, split = folder.paths, folder.labels, folder.split
     extraction = clf.extractor.extract(paths, description="Evaluating", quiet=True)
-    y = np.array([labels[i] for i in extraction.ok], dtype=np.int64)
-    known = y >= 0
-    features = extraction.features[known]
+    y = np.asarray(labels, dtype=np.int64)[extraction.ok]
+    features = extraction.features
     probs = clf.predict_features(features)
-    uncalibrated = None
-    if clf.temperature != 1.0:
-        from .calibration import softmax
-
-        uncalibrated = softmax(clf.logits(features), 1.0)
-    kept = [paths[i] for i, k in zip(extraction.ok, known) if k]
-    return EvalData(split, kept, y[known], probs, features, compute_metrics(y[known], probs, clf.classes), uncalibrated)
+    uncalibrated = softmax(clf.logits(features), 1.0) if clf.temperature != 1.0 else None
+    kept = [paths[i] for i in extraction.ok]
+    return EvalData(split, kept, y, probs, features, compute_metrics(y, probs, clf.classes), uncalibrated)
 
 
 # -- tables -------------------------------------------------------------------------------------
