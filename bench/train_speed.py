@@ -28,15 +28,17 @@ def run_headstart(args) -> dict:
     import headstart
 
     start = time.perf_counter()
-    clf = headstart.train(args.data, backbone=args.backbone, val_fraction=args.val_fraction, test_fraction=0.0, seed=args.seed, quiet=True)
+    clf = headstart.train(
+        args.data, backbone=args.backbone, val_fraction=args.val_fraction, test_fraction=0.0, seed=args.seed, quiet=True
+    )
     seconds = time.perf_counter() - start
     return {
         "seconds": seconds,
         "accuracy": clf.metrics.accuracy,
-        "images": sum(sum(c.values()) for c in clf.info["data"]["counts"].values()),
-        "computed": clf.info["timings"]["images_computed"],
-        "extract_s": clf.info["timings"]["feature_extraction_s"],
-        "head_s": clf.info["timings"]["head_training_s"],
+        "images": sum(sum(c.values()) for c in clf.record.data.counts.values()),
+        "computed": clf.record.timings["images_computed"],
+        "extract_s": clf.record.timings["feature_extraction_s"],
+        "head_s": clf.record.timings["head_training_s"],
     }
 
 
@@ -87,12 +89,13 @@ def run_naive(args) -> dict:
 
 def run_throughput(args) -> dict:
     """Feature extraction (read + decode + preprocess + backbone) against the backbone alone."""
-    from headstart.backbones import get_backbone
-    from headstart.data.dataset import scan
     from concurrent.futures import ThreadPoolExecutor
 
-    from headstart.features import BATCH_SIZE, FeatureExtractor, num_threads
-    from headstart.features import prepare_image as prepare
+    from headstart.backbones import get_backbone
+    from headstart.data.dataset import scan
+    from headstart.inference.features import FeatureExtractor
+    from headstart.inference.features import prepare_image as prepare
+    from headstart.inference.runtime import BATCH_SIZE, num_threads
 
     fx = FeatureExtractor(get_backbone(args.backbone))
     batch = np.random.default_rng(0).integers(0, 256, size=(BATCH_SIZE, 224, 224, 3), dtype=np.uint8)
@@ -104,7 +107,7 @@ def run_throughput(args) -> dict:
     raw = n / (time.perf_counter() - start)
     paths = [s.path for s in scan(args.data, 0.0, 0.0).samples]
     start = time.perf_counter()
-    fx.extract(paths, use_cache=False, quiet=True)
+    fx.extract(paths, use_cache=False)
     extract = len(paths) / (time.perf_counter() - start)
     with ThreadPoolExecutor(num_threads()) as pool:
         start = time.perf_counter()
@@ -118,9 +121,23 @@ VARIANTS = {"cold": run_headstart, "warm": run_headstart, "naive": run_naive, "t
 
 def child(variant: str, args, cache: str) -> dict:
     env = os.environ | {"HEADSTART_CACHE": cache, "HEADSTART_QUIET": "1"}
-    cmd = [sys.executable, __file__, str(args.data), "--variant", variant, "--epochs", str(args.epochs),
-           "--batch-size", str(args.batch_size), "--val-fraction", str(args.val_fraction), "--seed", str(args.seed),
-           "--backbone", args.backbone]
+    cmd = [
+        sys.executable,
+        __file__,
+        str(args.data),
+        "--variant",
+        variant,
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--val-fraction",
+        str(args.val_fraction),
+        "--seed",
+        str(args.seed),
+        "--backbone",
+        args.backbone,
+    ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"{variant} failed:\n{result.stderr}")
@@ -143,7 +160,10 @@ def main() -> None:
         return
 
     with tempfile.TemporaryDirectory(prefix="headstart-bench-") as cache:
-        print(f"dataset {args.data}, backbone {args.backbone}, {os.cpu_count()} CPUs; split {1 - args.val_fraction:.0%}/{args.val_fraction:.0%} seed {args.seed}")
+        print(
+            f"dataset {args.data}, backbone {args.backbone}, {os.cpu_count()} "
+            f"CPUs; split {1 - args.val_fraction:.0%}/{args.val_fraction:.0%} seed {args.seed}"
+        )
         results = {v: child(v, args, cache) for v in ("cold", "warm", "naive", "throughput")}
     naive = results["naive"]["seconds"]
     print(f"{'variant':<44} {'wall s':>8} {'speed-up':>9} {'val acc':>8} {'peak RSS MB':>12}")
@@ -153,17 +173,25 @@ def main() -> None:
         ("naive", f"naive PyTorch, {args.epochs} epochs x batch {args.batch_size}"),
     ):
         r = results[key]
-        print(f"{label:<44} {r['seconds']:8.2f} {naive / r['seconds']:8.1f}x {r['accuracy']:8.3f} {r['peak_rss_mb']:12.0f}")
+        print(
+            f"{label:<44} {r['seconds']:8.2f} {naive / r['seconds']:8.1f}x "
+            f"{r['accuracy']:8.3f} {r['peak_rss_mb']:12.0f}"
+        )
     c = results["cold"]
-    print(f"cold breakdown: feature extraction {c['extract_s']:.2f} s for {c['computed']} images, head {c['head_s']:.2f} s")
+    print(
+        f"cold breakdown: feature extraction {c['extract_s']:.2f} s for "
+        f"{c['computed']} images, head {c['head_s']:.2f} s"
+    )
     t = results["throughput"]
     # Decoding and the backbone share the same cores: the best a pipeline can do is the harmonic
     # combination of the two rates, each measured alone on all cores.
     bound = 1 / (1 / t["decode_images_per_s"] + 1 / t["raw_images_per_s"])
     print(
         f"feature extraction {t['extract_images_per_s']:.0f} images/s (read + decode + preprocess + backbone) vs "
-        f"backbone alone in onnxruntime {t['raw_images_per_s']:.0f} images/s: ratio {t['extract_images_per_s'] / t['raw_images_per_s']:.2f}\n"
-        f"decoding alone {t['decode_images_per_s']:.0f} images/s on all cores; both sharing the cores can reach at most "
+        f"backbone alone in onnxruntime {t['raw_images_per_s']:.0f} images/s: "
+        f"ratio {t['extract_images_per_s'] / t['raw_images_per_s']:.2f}\n"
+        f"decoding alone {t['decode_images_per_s']:.0f} images/s on all "
+        f"cores; both sharing the cores can reach at most "
         f"{bound:.0f} images/s: the pipeline reaches {t['extract_images_per_s'] / bound:.0%} of that"
     )
 

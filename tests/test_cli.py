@@ -14,7 +14,12 @@ import headstart
 
 
 def headstart_cli(*args, check=True):
-    result = subprocess.run([sys.executable, "-m", "headstart", *map(str, args)], capture_output=True, text=True, env=os.environ | {"COLUMNS": "200"})
+    result = subprocess.run(
+        [sys.executable, "-m", "headstart", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"COLUMNS": "200"},
+    )
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -122,7 +127,7 @@ def test_export_then_predict_with_the_onnx_file(trained, hymenoptera, tmp_path):
 
 
 def test_class_imbalance_is_reported_with_the_fix(tmp_path):
-    from .conftest import make_image
+    from .helpers import make_image
 
     for i in range(30):
         make_image(tmp_path / "data" / "common" / f"{i}.png", (200, 30, 30), seed=i)
@@ -130,6 +135,8 @@ def test_class_imbalance_is_reported_with_the_fix(tmp_path):
         make_image(tmp_path / "data" / "rare" / f"{i}.png", (30, 30, 200), seed=100 + i)
     plain = headstart_cli("train", tmp_path / "data", "--out", tmp_path / "a", "--no-report")
     assert "imbalanced" in plain.stderr and "--class-weights auto" in plain.stderr
-    balanced = headstart_cli("train", tmp_path / "data", "--out", tmp_path / "b", "--no-report", "--class-weights", "auto")
+    balanced = headstart_cli(
+        "train", tmp_path / "data", "--out", tmp_path / "b", "--no-report", "--class-weights", "auto"
+    )
     assert "imbalanced" not in balanced.stderr
     assert json.loads((tmp_path / "b" / "model.json").read_text())["hparams"]["class_weights"] == "auto"

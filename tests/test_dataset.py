@@ -3,7 +3,7 @@ import pytest
 from headstart.data.dataset import scan
 from headstart.errors import HeadstartError
 
-from .conftest import make_image
+from .helpers import make_image
 
 
 def test_flat_folder_is_split_stratified_and_seeded(colour_folder):

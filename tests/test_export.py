@@ -10,7 +10,7 @@ import pytest
 
 import headstart
 from headstart.errors import HeadstartError
-from headstart.export import ExportedModel
+from headstart.inference.exported import ExportedModel
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,9 @@ def test_torch_export_program_agrees(clf, tmp_path):
     check_fp32(clf.export("torch-export", tmp_path / "m.pt2"), clf)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("litert_torch") is None, reason="TFLite converter not installed (make tflite)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("litert_torch") is None, reason="TFLite converter not installed (make tflite)"
+)
 @pytest.mark.parametrize("fmt", ["tflite", "tflite-int8"])
 def test_tflite_agrees_and_carries_labels(clf, tmp_path, fmt):
     result = clf.export(fmt, tmp_path / f"m.{fmt}")

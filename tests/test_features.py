@@ -1,10 +1,10 @@
 import shutil
 
 from headstart.backbones import get_backbone
-from headstart.features import FeatureExtractor
+from headstart.inference.features import FeatureExtractor
 from headstart.preprocessing import Preprocessing
 
-from .conftest import make_image
+from .helpers import make_image
 
 
 def test_second_extraction_reads_everything_from_cache(colour_folder, tmp_path):

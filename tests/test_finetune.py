@@ -1,4 +1,4 @@
-"""Stage 2 and augmentation: determinism, frozen BatchNorm, bundles, checkpoints and resume."""
+"""Stage 2: frozen BatchNorm, fine-tuned bundles, views, checkpoints and resume (end to end)."""
 
 import copy
 import json
@@ -12,51 +12,24 @@ import time
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import headstart
-from headstart.augment import Augmentation, make_augmentation, rng_for
 from headstart.backbones import get_backbone
-from headstart.checkpoint import checkpoint_dir
 from headstart.errors import HeadstartError
-from headstart.finetune import fine_tune
-from headstart.head import build_head
 from headstart.hparams import HParams
+from headstart.inference.graph import build_head
 from headstart.preprocessing import Preprocessing
+from headstart.training.checkpoint import checkpoint_dir
+from headstart.training.finetune import FineTuneStage, fine_tune
 
 PP = Preprocessing()
 
 
-def halves() -> Image.Image:
-    image = Image.new("RGB", (300, 300), (255, 0, 0))
-    image.paste((0, 0, 255), (150, 0, 300, 300))  # red left, blue right
-    return image
-
-
-def test_augmentation_is_seeded_per_image_and_view():
-    aug = make_augmentation("strong")
-    a = aug(halves(), PP, rng_for(1, "ab" * 32, 0))
-    assert np.array_equal(a, aug(halves(), PP, rng_for(1, "ab" * 32, 0)))
-    assert not np.array_equal(a, aug(halves(), PP, rng_for(1, "ab" * 32, 1)))  # another view
-    assert not np.array_equal(a, aug(halves(), PP, rng_for(2, "ab" * 32, 0)))  # another seed
-    assert a.shape == (224, 224, 3) and a.dtype == np.uint8
-
-
-def test_flips_can_be_turned_off():
-    still = Augmentation(scale=(1.0, 1.0), ratio=(1.0, 1.0), rotation=0.0, flip=False)
-    flipping = Augmentation(scale=(1.0, 1.0), ratio=(1.0, 1.0), rotation=0.0, flip=True)
-    left_is_red = lambda crop: crop[112, 10, 0] > 200 and crop[112, 10, 2] < 50  # noqa: E731
-    assert all(left_is_red(still(halves(), PP, rng_for(0, "cd" * 32, v))) for v in range(20))
-    assert not all(left_is_red(flipping(halves(), PP, rng_for(0, "cd" * 32, v))) for v in range(20))
-    with pytest.raises(HeadstartError, match="unknown augmentation preset"):
-        make_augmentation("wild")
-
-
 def test_views_multiply_the_head_training_set(small_hymenoptera):
     clf = headstart.train(small_hymenoptera, augment="light", views=2)
-    assert clf.info["history"]["steps_per_epoch"] == math.ceil(3 * 24 / 32)
+    assert clf.record.history.steps_per_epoch == math.ceil(3 * 24 / 32)
     again = headstart.train(small_hymenoptera, augment="light", views=2)
-    assert again.info["metrics"] == clf.info["metrics"]  # views are seeded and cached
+    assert again.metrics == clf.metrics  # views are seeded and cached
     with pytest.raises(HeadstartError, match="--views needs augmentation"):
         headstart.train(small_hymenoptera, views=2)
 
@@ -73,11 +46,11 @@ def test_fine_tuning_never_moves_batchnorm_statistics(small_hymenoptera, augment
     labels = np.array([p.parent.name == "bees" for p in paths], dtype=np.int64)
     hp = HParams(fine_tune=3, fine_tune_epochs=2, batch_size=4, fine_tune_patience=5, augment=augment)
     head = build_head(1280, 2)
-    fine_tune(backbone, head, PP, (paths, labels), (paths, labels), hp, augmentation=hp.augmentation(), quiet=True)
+    fine_tune(FineTuneStage(backbone, head, PP, (paths, labels), (paths, labels), hp, hp.augmentation()))
     after = bn_buffers(backbone)
     assert before_bn.keys() == after.keys() and len(after) > 100
     assert all(torch.equal(before_bn[k], after[k]) for k in after)
-    # ...while the unfrozen convolutions did learn (train = val here, so a later epoch is kept) and the frozen ones did not.
+    # ...while the unfrozen convolutions did learn (train = val here, so a later epoch is kept), the frozen ones not.
     tuned = backbone.state_dict()
     assert not torch.equal(before_all["features.18.0.weight"], tuned["features.18.0.weight"])
     assert torch.equal(before_all["features.10.conv.0.0.weight"], tuned["features.10.conv.0.0.weight"])
@@ -88,8 +61,7 @@ def test_fine_tuned_bundle_round_trip(small_hymenoptera, tmp_path):
     tuned = get_backbone("mobilenet_v2").create()
     with torch.no_grad():  # stand in for fine-tuning: change the top block's weights
         tuned.features[18][0].weight.mul_(1.5)
-    clf.backbone = tuned
-    clf._extractor = None
+    clf = headstart.Classifier(clf.record, **clf.parts() | {"backbone": tuned})
     clf.save(tmp_path / "m")
     from safetensors import safe_open
 
@@ -105,12 +77,29 @@ def test_fine_tuned_bundle_round_trip(small_hymenoptera, tmp_path):
 
 def cli(*args, **kw):
     env = os.environ | {"HEADSTART_QUIET": "1"}
-    return subprocess.Popen([sys.executable, "-m", "headstart", *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "headstart", *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
-FT_ARGS = ["--fine-tune", "2", "--fine-tune-epochs", "6", "--fine-tune-patience", "6", "--augment", "light",
-           "--batch-size", "8", "--no-report"]
+FT_ARGS = [
+    "--fine-tune",
+    "2",
+    "--fine-tune-epochs",
+    "6",
+    "--fine-tune-patience",
+    "6",
+    "--augment",
+    "light",
+    "--batch-size",
+    "8",
+    "--no-report",
+]
 
 
 def wait_for_stage2_epoch(out, epoch, process, timeout=240):
@@ -124,7 +113,10 @@ def wait_for_stage2_epoch(out, epoch, process, timeout=240):
         except (OSError, ValueError):
             pass
         time.sleep(0.05)
-    raise AssertionError(f"stage 2 never reached epoch {epoch}: {process.poll()} {process.stderr.read() if process.poll() is not None else ''}")
+    raise AssertionError(
+        f"stage 2 never reached epoch {epoch}: {process.poll()} "
+        f"{process.stderr.read() if process.poll() is not None else ''}"
+    )
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(small_hymenoptera, tmp_path):
@@ -158,5 +150,7 @@ def test_ctrl_c_saves_and_says_how_to_resume(small_hymenoptera, tmp_path):
     assert (checkpoint_dir(tmp_path / "m") / "state.json").exists()
     again = cli("train", small_hymenoptera, "--out", tmp_path / "m", *FT_ARGS)  # forgot --resume
     assert again.wait(timeout=120) == 2 and "add --resume" in again.stderr.read()
-    other = cli("train", small_hymenoptera, "--out", tmp_path / "m", "--resume", *FT_ARGS[:-1], "--seed", "7", "--no-report")
+    other = cli(
+        "train", small_hymenoptera, "--out", tmp_path / "m", "--resume", *FT_ARGS[:-1], "--seed", "7", "--no-report"
+    )
     assert other.wait(timeout=120) == 2 and "other settings or data" in other.stderr.read()

@@ -8,7 +8,7 @@ from PIL import Image, ImageEnhance
 
 import headstart
 from headstart.data.dataset import scan
-from headstart.leakage import validation_pinned
+from headstart.evaluation.leakage import validation_pinned
 
 BASES_PER_CLASS, FRAMES = 6, 8
 
@@ -32,7 +32,7 @@ def bursts(tmp_path_factory, hymenoptera):
     root = tmp_path_factory.mktemp("bursts") / "data"
     rng = np.random.default_rng(0)
     for cls in ("ants", "bees"):
-        photos = sorted((hymenoptera / "train" / cls).glob("*.jpg"))[: BASES_PER_CLASS]
+        photos = sorted((hymenoptera / "train" / cls).glob("*.jpg"))[:BASES_PER_CLASS]
         (root / cls).mkdir(parents=True)
         for b, photo in enumerate(photos):
             for f, frame in enumerate(burst(Image.open(photo), rng, FRAMES)):
@@ -41,23 +41,23 @@ def bursts(tmp_path_factory, hymenoptera):
 
 
 def cross_split_pairs(clf) -> list[tuple[str, str]]:
-    return [(d["path"], d["match"]) for d in clf.leakage["cross_split"]]
+    return [(d.path, d.match) for d in clf.record.leakage.cross_split]
 
 
 def test_random_split_of_bursts_is_flagged(bursts):
     clf = headstart.train(bursts, val_fraction=0.2, test_fraction=0.2)
-    assert clf.leakage["likely"]
-    n, total = clf.leakage["held_out_with_copy"]["val"]
+    assert clf.record.leakage.likely
+    n, total = clf.record.leakage.held_out_with_copy["val"]
     assert n == total  # every validation frame has a sibling frame in train
-    assert "--group-by auto" in clf.leakage["message"]
+    assert "--group-by auto" in clf.record.leakage.message()
 
 
 def test_group_by_auto_keeps_bursts_together(bursts):
     clf = headstart.train(bursts, val_fraction=0.2, test_fraction=0.2, group_by="auto")
-    dataset_counts = clf.info["data"]["counts"]
+    dataset_counts = clf.record.data.counts
     assert sum(dataset_counts["val"].values()) > 0 and sum(dataset_counts["test"].values()) > 0
     assert cross_split_pairs(clf) == []
-    assert not clf.leakage["likely"]
+    assert not clf.record.leakage.likely
 
 
 def test_group_by_regex_keeps_named_groups_together(bursts):
@@ -77,13 +77,15 @@ def test_independent_split_is_not_flagged(bursts, tmp_path):
         (tmp_path / split / path.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, tmp_path / split / path.parent.name / path.name)
     clf = headstart.train(tmp_path)
-    assert cross_split_pairs(clf) == [] and not clf.leakage["likely"]
-    assert clf.leakage["within_split"]  # the bursts inside val are still reported as duplicates
+    assert cross_split_pairs(clf) == [] and not clf.record.leakage.likely
+    assert clf.record.leakage.within_split  # the bursts inside val are still reported as duplicates
 
 
 def test_hymenoptera_is_quiet(hymenoptera):
     clf = headstart.train(hymenoptera)
-    assert clf.leakage["cross_split"] == [] and not clf.leakage["likely"] and clf.leakage["message"] is None
+    assert (
+        clf.record.leakage.cross_split == [] and not clf.record.leakage.likely and clf.record.leakage.message() is None
+    )
 
 
 def test_planted_near_copies_in_val_are_named(hymenoptera, tmp_path):
@@ -103,14 +105,14 @@ def test_planted_near_copies_in_val_are_named(hymenoptera, tmp_path):
         edit.save(target, quality=90)
         planted[str(target)] = str(src)
     clf = headstart.train(root)
-    found = {d["path"]: d["match"] for d in clf.leakage["cross_split"]}
+    found = {d.path: d.match for d in clf.record.leakage.cross_split}
     assert found == planted
 
 
 def test_exact_duplicates_are_reported(colour_folder):
     shutil.copy(colour_folder / "red" / "0.png", colour_folder / "red" / "copy-of-0.png")
     clf = headstart.train(colour_folder, val_fraction=0.2, test_fraction=0.2)
-    groups = [sorted(p.rsplit("/", 1)[1] for p in g) for g in clf.leakage["exact_duplicates"]]
+    groups = [sorted(p.rsplit("/", 1)[1] for p in g) for g in clf.record.leakage.exact_duplicates]
     assert groups == [["0.png", "copy-of-0.png"]]
 
 

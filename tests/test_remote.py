@@ -11,7 +11,7 @@ from headstart.data.dataset import scan
 from headstart.data.remote import REMOTE_DATASETS, Archive, RemoteDataset, fetch
 from headstart.errors import HeadstartError
 
-from .conftest import make_image
+from .helpers import make_image
 
 
 @pytest.fixture
@@ -47,16 +47,20 @@ def test_download_verify_unpack_once(server, tmp_path):
     www, base = server
     sha_train = make_zip(www / "rps.zip", "rps", tmp_path / "src")
     sha_test = make_zip(www / "rps-test-set.zip", "rps-test-set", tmp_path / "src")
-    ds = RemoteDataset("mini_rps", "test", (
-        Archive(f"{base}/rps.zip", sha_train, "train", "rps"),
-        Archive(f"{base}/rps-test-set.zip", sha_test, "test", "rps-test-set"),
-    ))
-    dest = fetch(ds, tmp_path / "cache" / "mini_rps", quiet=True)
+    ds = RemoteDataset(
+        "mini_rps",
+        "test",
+        (
+            Archive(f"{base}/rps.zip", sha_train, "train", "rps"),
+            Archive(f"{base}/rps-test-set.zip", sha_test, "test", "rps-test-set"),
+        ),
+    )
+    dest = fetch(ds, tmp_path / "cache" / "mini_rps")
     scanned = scan(dest)
     assert scanned.presplit and scanned.classes == ["paper", "rock"]
     assert sum(scanned.counts()["test"].values()) == 6
     (www / "rps.zip").unlink()  # a second call must not download again
-    assert fetch(ds, dest, quiet=True) == dest
+    assert fetch(ds, dest) == dest
 
 
 def test_wrong_checksum_is_refused_and_nothing_kept(server, tmp_path):
@@ -64,7 +68,7 @@ def test_wrong_checksum_is_refused_and_nothing_kept(server, tmp_path):
     make_zip(www / "rps.zip", "rps", tmp_path / "src")
     ds = RemoteDataset("mini", "test", (Archive(f"{base}/rps.zip", "0" * 64, "train", "rps"),))
     with pytest.raises(HeadstartError, match="sha256"):
-        fetch(ds, tmp_path / "cache", quiet=True)
+        fetch(ds, tmp_path / "cache")
     assert not list((tmp_path / "cache").glob("*.zip")) and not (tmp_path / "cache" / "train").exists()
 
 
@@ -72,9 +76,13 @@ def test_offline_says_so_and_suggests_a_folder(tmp_path):
     with socket.socket() as s:  # a port that nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ds = RemoteDataset("rock_paper_scissors", "t", (Archive(f"http://127.0.0.1:{port}/rps.zip", "0" * 64, "train", "rps"),))
-    with pytest.raises(HeadstartError, match="cannot download rock_paper_scissors .*offline.*headstart train path/to/images"):
-        fetch(ds, tmp_path / "c", quiet=True)
+    ds = RemoteDataset(
+        "rock_paper_scissors", "t", (Archive(f"http://127.0.0.1:{port}/rps.zip", "0" * 64, "train", "rps"),)
+    )
+    with pytest.raises(
+        HeadstartError, match="cannot download rock_paper_scissors .*offline.*headstart train path/to/images"
+    ):
+        fetch(ds, tmp_path / "c")
 
 
 def test_rock_paper_scissors_entry_pins_the_official_archives():

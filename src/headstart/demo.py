@@ -14,8 +14,8 @@ from rich.table import Table
 
 from .classifier import Classifier
 from .data.dataset import scan
-from .features import cache_root
-from .summary import evaluation_view, print_skipped
+from .evaluation.console import evaluation_view, print_skipped
+from .fsutil import cache_root
 
 DIGITS_SCALE = 4  # 8x8 scans shown as 32x32 PNGs (nearest neighbour keeps the original pixels)
 
@@ -41,23 +41,33 @@ def digits_folder(root: Path | None = None) -> Path:
     return root
 
 
-def run_demo(data: str | Path | None = None, out_dir: str | Path | None = None, console: Console | None = None, quiet: bool = False) -> Classifier:
+def run_demo(
+    data: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    console: Console | None = None,
+    quiet: bool = False,
+) -> Classifier:
+    """Train on `data` (default: the digits), show the evaluation, save, reload, compare, predict."""
     console = console or Console()
     started = time.perf_counter()
     if data is None:
         data = digits_folder()
-        console.print(f"[bold]1. Data[/]: scikit-learn's handwritten digits, 1797 images of 10 classes, as PNGs in {data}")
+        console.print(
+            f"[bold]1. Data[/]: scikit-learn's handwritten digits, 1797 images of 10 classes, as PNGs in {data}"
+        )
     else:
         console.print(f"[bold]1. Data[/]: {data}")
 
     clf = Classifier.train(data, quiet=quiet)
-    t = clf.info["timings"]
+    record = clf.record
+    t = record.timings
     console.print(
-        f"[bold]2. Trained[/] a {clf.spec.name} head on {sum(clf.info['data']['counts']['train'].values())} images "
-        f"(features {t['feature_extraction_s']:.1f} s, {t['images_from_cache']} cached; head {t['head_training_s']:.1f} s)"
+        f"[bold]2. Trained[/] a {clf.hparams.backbone} head on {sum(record.data.counts['train'].values())} images "
+        f"(features {t['feature_extraction_s']:.1f} s, {t['images_from_cache']} "
+        f"cached; head {t['head_training_s']:.1f} s)"
     )
-    print_skipped(console, clf.skipped)
-    console.print(evaluation_view(clf.metrics, f"   Evaluation on the {clf.info['evaluated_on']} split"))
+    print_skipped(console, clf.record.skipped)
+    console.print(evaluation_view(clf.metrics, f"   Evaluation on the {record.evaluated_on} split"))
 
     temporary = out_dir is None
     target = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="headstart-demo-")) / "model"
@@ -66,7 +76,7 @@ def run_demo(data: str | Path | None = None, out_dir: str | Path | None = None, 
 
     reloaded = Classifier.load(target)
     dataset = scan(data, clf.hparams.val_fraction, clf.hparams.test_fraction, clf.hparams.seed)
-    held_out = dataset.split(clf.info["evaluated_on"])[:: max(1, len(dataset.samples) // 40)][:8]
+    held_out = dataset.split(record.evaluated_on)[:: max(1, len(dataset.samples) // 40)][:8]
     before = clf.predict([s.path for s in held_out])
     after = reloaded.predict([s.path for s in held_out])
     same = [a.label for a in before] == [b.label for b in after] and all(
@@ -81,7 +91,9 @@ def run_demo(data: str | Path | None = None, out_dir: str | Path | None = None, 
     for sample, p in zip(held_out, after):
         truth = dataset.classes[sample.label]
         colour = "green" if truth == p.label else "red"
-        table.add_row(str(sample.path.relative_to(dataset.root)), truth, f"[{colour}]{p.label}[/]", f"{p.probability:.1%}")
+        table.add_row(
+            str(sample.path.relative_to(dataset.root)), truth, f"[{colour}]{p.label}[/]", f"{p.probability:.1%}"
+        )
     console.print(table)
     console.print(f"Done in {time.perf_counter() - started:.1f} s.")
     if temporary:

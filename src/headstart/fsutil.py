@@ -1,13 +1,37 @@
-"""Atomic file and folder writes: a crash at any instant leaves the old version or the new one."""
+"""Files: atomic writes (a crash at any instant leaves the old version or the new one), content
+hashes, and where headstart keeps its cache."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+
+
+def cache_root() -> Path:
+    """HEADSTART_CACHE, else $XDG_CACHE_HOME/headstart, else ~/.cache/headstart."""
+    if env := os.environ.get("HEADSTART_CACHE"):
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "headstart"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dict_fingerprint(value: dict, length: int = 16) -> str:
+    """A short stable hash of a JSON-able dict (key order does not matter)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:length]
 
 
 def default_mode(directory: bool = False) -> int:
@@ -18,6 +42,7 @@ def default_mode(directory: bool = False) -> int:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary sibling, then rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -1,48 +1,133 @@
-"""Every training knob in one place, with defaults that generalise (none tuned to one dataset)."""
+"""Every training knob in one place, with defaults that generalise (none tuned to one dataset).
+
+Each field carries its command-line help, group and flag, so `headstart train` is generated
+from this class: a new field is a new flag, and nothing is declared twice.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 from .errors import HeadstartError
 
 
+def knob(
+    default: Any,
+    help: str,
+    group: str,
+    *,
+    flag: str | None = None,
+    type: Any = None,
+    choices: tuple | None = None,
+    metavar: str | None = None,
+) -> Any:
+    """A field with its command line: `flag` defaults to --field-name, `type` to the default's type."""
+    cli = {"help": help, "group": group, "flag": flag, "type": type, "choices": choices, "metavar": metavar}
+    return field(default=default, metadata={"cli": cli})
+
+
+def parse_widths(text: str) -> tuple[int, ...]:
+    """'512,256' -> (512, 256)."""
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"expected comma-separated layer widths like 512,256, got {text!r}") from None
+
+
+MODEL, OPTIMISATION, AUGMENTATION, FINE_TUNING, DATA = (
+    "model",
+    "optimisation",
+    "augmentation",
+    "fine-tuning (stage 2)",
+    "data",
+)
+
+
 @dataclass
 class HParams:
+    """Training settings, validated on creation.
+
+    Every field is also a `headstart train` flag (`--batch-size` for `batch_size`; `--lr` for
+    `learning_rate`; `--no-flip` for `flip`), grouped as below, and is saved in model.json.
+
+    Example:
+        >>> hp = HParams(hidden=(512, 256), augment="light", views=2)
+        >>> hp.epochs, hp.hidden, HParams.from_dict(hp.to_dict()) == hp
+        (100, (512, 256), True)
+        >>> HParams(dropout=1.5)
+        Traceback (most recent call last):
+        headstart.errors.HeadstartError: invalid dropout: 1.5
+    """
+
     # model
-    backbone: str = "mobilenet_v2"
-    hidden: tuple[int, ...] = ()  # dense+ReLU layers between features and the softmax layer
-    dropout: float = 0.2
-    # optimisation (stage 1: head on frozen features)
-    epochs: int = 100  # an upper bound: early stopping on validation loss ends training sooner
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.0
-    patience: int = 10  # epochs without a lower validation loss before stopping
-    class_weights: str = "none"  # "none" or "auto" (inverse class frequency)
-    calibrate: bool = False  # fit a softmax temperature on validation (temperature scaling)
+    backbone: str = knob("mobilenet_v2", "pretrained backbone (see `headstart backbones`)", MODEL)
+    hidden: tuple[int, ...] = knob(
+        (), "dense+ReLU layers before the softmax layer, e.g. 512,256", MODEL, type=parse_widths, metavar="W[,W...]"
+    )
+    dropout: float = knob(0.2, "dropout before each dense layer", MODEL)
+    # optimisation (stage 1: the head on frozen features)
+    epochs: int = knob(100, "maximum epochs; early stopping on validation loss usually ends sooner", OPTIMISATION)
+    batch_size: int = knob(32, "examples per optimiser step", OPTIMISATION)
+    learning_rate: float = knob(1e-3, "AdamW learning rate", OPTIMISATION, flag="--lr")
+    weight_decay: float = knob(1e-4, "AdamW weight decay", OPTIMISATION)
+    label_smoothing: float = knob(0.0, "share of each target spread over the other classes", OPTIMISATION)
+    patience: int = knob(10, "epochs without a lower validation loss before stopping", OPTIMISATION)
+    class_weights: str = knob(
+        "none", "auto: weight the loss by inverse class frequency", OPTIMISATION, choices=("none", "auto")
+    )
+    calibrate: bool = knob(
+        False, "fit a softmax temperature on validation so probabilities match accuracy", OPTIMISATION
+    )
+    seed: int = knob(42, "seed for splits, shuffling and initialisation", OPTIMISATION)
     # augmentation
-    augment: str = "none"  # none | light | strong (see augment.PRESETS)
-    views: int = 0  # augmented views of every training image embedded for stage 1 (cached)
-    flip: bool = True  # horizontal flips in augmentation
-    aug_scale: float | None = None  # override: smallest crop area share
-    aug_rotation: float | None = None  # override: max rotation in degrees
-    aug_color: float | None = None  # override: brightness/contrast/saturation jitter
+    augment: str = knob(
+        "none",
+        "light: random resized crop, flip, small rotation; strong: also colour jitter, tighter crops",
+        AUGMENTATION,
+        choices=("none", "light", "strong"),
+    )
+    views: int = knob(
+        0, "embed K augmented views of each training image for the head (cached)", AUGMENTATION, metavar="K"
+    )
+    flip: bool = knob(True, "no horizontal flips (left and right matter)", AUGMENTATION, flag="--no-flip")
+    aug_scale: float | None = knob(
+        None, "override: smallest crop, as a share of the image area", AUGMENTATION, type=float, metavar="MIN"
+    )
+    aug_rotation: float | None = knob(
+        None, "override: largest rotation, in degrees", AUGMENTATION, type=float, metavar="DEG"
+    )
+    aug_color: float | None = knob(
+        None, "override: brightness/contrast/saturation jitter", AUGMENTATION, type=float, metavar="X"
+    )
     # stage 2: fine-tuning
-    fine_tune: int | str = 0  # top backbone blocks to unfreeze: 0 (off), N, or "all"
-    fine_tune_epochs: int = 15  # upper bound; early stopping on validation loss
-    fine_tune_lr: float = 1e-4  # backbone learning rate; the head gets 10x (discriminative rates)
-    fine_tune_patience: int = 4
-    warmup_epochs: int = 1
-    grad_clip: float = 1.0
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    fine_tune: int | str = knob(
+        0,
+        "unfreeze the top N backbone blocks (or all) after the head is trained",
+        FINE_TUNING,
+        type=str,
+        metavar="N|all",
+    )
+    fine_tune_epochs: int = knob(15, "maximum epochs of stage 2; early stopping on validation loss", FINE_TUNING)
+    fine_tune_lr: float = knob(1e-4, "backbone learning rate; the head gets 10x (discriminative rates)", FINE_TUNING)
+    fine_tune_patience: int = knob(4, "stage-2 epochs without a lower validation loss before stopping", FINE_TUNING)
+    warmup_epochs: int = knob(1, "epochs of linear learning-rate warm-up before cosine decay", FINE_TUNING)
+    grad_clip: float = knob(1.0, "gradient norm clip", FINE_TUNING)
+    precision: str = knob("fp32", "bf16: autocast on CPUs that support it", FINE_TUNING, choices=("fp32", "bf16"))
     # data
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    seed: int = 42
-    group_by: str | None = None  # None, "auto" (near-duplicate clusters) or a regex on file names
-    near_duplicate_threshold: float = 0.75  # centred cosine at which two images count as near-copies
+    val_fraction: float = knob(0.1, "share of images held out for validation when not pre-split", DATA)
+    test_fraction: float = knob(0.1, "share held out for the final test when not pre-split", DATA)
+    group_by: str | None = knob(
+        None,
+        "keep groups in one split: auto clusters near-duplicate images; a regex groups files by "
+        "its capture in the file name, e.g. '^[a-z]+(\\d+)-' for rock01-023.png",
+        DATA,
+        type=str,
+        metavar="auto|REGEX",
+    )
+    near_duplicate_threshold: float = knob(
+        0.75, "centred feature cosine at which two images count as near-copies", DATA, metavar="COS"
+    )
 
     def __post_init__(self):
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -80,14 +165,30 @@ class HParams:
         known = {f.name for f in fields(cls)}
         return cls(**{k: (tuple(v) if k == "hidden" else v) for k, v in d.items() if k in known})
 
+    def replace(self, **overrides) -> HParams:
+        """A copy with some fields changed (validated again)."""
+        unknown = sorted(set(overrides) - {f.name for f in fields(self)})
+        if unknown:
+            raise HeadstartError(f"unknown training setting {unknown[0]!r}; see headstart.HParams")
+        return HParams.from_dict({**self.to_dict(), **overrides})
+
     def augmentation(self):
         """The training augmentation these settings describe, or None."""
-        from .augment import make_augmentation
+        from .data.augment import make_augmentation
 
         color = self.aug_color
         return make_augmentation(
-            self.augment, flip=self.flip,
+            self.augment,
+            flip=self.flip,
             scale=(self.aug_scale, 1.0) if self.aug_scale is not None else None,
             rotation=self.aug_rotation,
-            brightness=color, contrast=color, saturation=color,
+            brightness=color,
+            contrast=color,
+            saturation=color,
         )
+
+
+# The field list in the docstring comes from the same metadata as the CLI help: one source for both.
+HParams.__doc__ += "\n    Attributes:\n" + "".join(
+    f"        {f.name}: {f.metadata['cli']['help']} (default {f.default!r}).\n" for f in fields(HParams)
+)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -11,10 +9,12 @@ import torch
 from PIL import Image
 from torch import nn
 
+from .fsutil import dict_fingerprint
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Preprocessing:
 
     @property
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        return dict_fingerprint(self.to_dict())
 
     def crop(self, image: Image.Image) -> Image.Image:
         """The centre `image_size` square of the image resized to `resize_short` on its short side.
@@ -54,7 +54,7 @@ class Preprocessing:
         side = min(w, h) * self.image_size / self.resize_short  # crop side in source pixels
         left, top = (w - side) / 2, (h - side) / 2
         return image.resize(
-            (self.image_size, self.image_size), _RESAMPLE[self.interpolation], box=(left, top, left + side, top + side)
+            (self.image_size, self.image_size), RESAMPLE[self.interpolation], box=(left, top, left + side, top + side)
         )
 
     def __call__(self, image: Image.Image) -> np.ndarray:
@@ -71,8 +71,12 @@ class Normalize(nn.Module):
 
     def __init__(self, preprocessing: Preprocessing):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("std", torch.tensor(preprocessing.std, dtype=torch.float32).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255, persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(preprocessing.std, dtype=torch.float32).view(1, 3, 1, 1) * 255, persistent=False
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return (images.permute(0, 3, 1, 2).float() - self.mean) / self.std

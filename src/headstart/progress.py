@@ -1,13 +1,25 @@
-"""Rich progress bars for long work, silenced with HEADSTART_QUIET=1 or quiet=True."""
+"""The terminal's progress bars: an event subscriber drawing one rich bar per running stage.
+
+`event_bus(on_event, quiet)` is how every entry point (API and CLI) sets up its events: the
+caller's subscriber, plus the bars unless `quiet`, HEADSTART_QUIET=1, or stderr is no terminal.
+"""
 
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
-from typing import Callable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from .events import Event, EventBus, Subscriber
 
 console = Console(stderr=True)
 
@@ -16,21 +28,50 @@ def quiet_by_default() -> bool:
     return os.environ.get("HEADSTART_QUIET", "") not in ("", "0")
 
 
-@contextmanager
-def progress_bar(description: str, total: int | None, quiet: bool = False) -> Iterator[Callable[..., None]]:
-    """Yield `advance(n=1, **fields)`; the bar goes away when done."""
-    if quiet or quiet_by_default() or not console.is_terminal:
-        yield lambda n=1, **fields: None
-        return
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task(description, total=total, info="")
-        yield lambda n=1, **fields: progress.update(task, advance=n, **({"info": fields["info"]} if "info" in fields else {}))
+class ProgressBars:
+    """Subscriber: a bar per stage, with its latest validation numbers; bars vanish when done."""
+
+    def __init__(self, target: Console = console):
+        self.console = target
+        self.progress: Progress | None = None
+        self.tasks: dict[str, TaskID] = {}
+
+    def __call__(self, event: Event) -> None:
+        if event.kind == "start":
+            if self.progress is None:
+                self.progress = Progress(
+                    TextColumn("[bold]{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"),
+                    TimeElapsedColumn(),
+                    TimeRemainingColumn(),
+                    console=self.console,
+                    transient=True,
+                )
+                self.progress.start()
+            self.tasks[event.stage] = self.progress.add_task(event.description, total=event.total, info="")
+        elif self.progress is not None and event.stage in self.tasks:
+            task = self.tasks[event.stage]
+            if event.kind == "progress":
+                self.progress.update(task, completed=event.step, info=_info(event.metrics))
+            else:
+                self.progress.remove_task(self.tasks.pop(event.stage))
+                if not self.tasks:
+                    self.progress.stop()
+                    self.progress = None
+
+
+def _info(metrics) -> str:
+    if "val_loss" in metrics:
+        return f"val loss {metrics['val_loss']:.3f} acc {metrics.get('val_accuracy', 0):.3f}"
+    return ""
+
+
+def event_bus(on_event: EventBus | Subscriber | None = None, quiet: bool = False) -> EventBus:
+    """The caller's subscriber, plus progress bars when a person is watching a terminal; a bus
+    passed in (from an outer call that set this up already) is used as it is."""
+    if isinstance(on_event, EventBus):
+        return on_event
+    bars = None if quiet or quiet_by_default() or not console.is_terminal else ProgressBars()
+    return EventBus([on_event, bars])

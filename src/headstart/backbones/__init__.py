@@ -6,11 +6,11 @@ Add an architecture by writing its module (keys compatible with its weights file
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 from torch import nn
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
@@ -11,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..errors import HeadstartError
+from ..fsutil import sha256_file
 
 
 @dataclass(frozen=True)
@@ -31,14 +31,6 @@ class WeightsSource:
             if candidate.is_file():
                 return candidate
         return None
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @lru_cache(maxsize=16)

@@ -13,11 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import HeadstartError
-from ..progress import progress_bar
-from .images import is_image_path
+from ..events import EventBus, StageProgress
+from .images import is_image_path, walk_files
 
 SPLITS = ("train", "val", "test")
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test", "testing": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 IMBALANCE_RATIO = 3.0  # largest/smallest class in train at which we warn
 
 
@@ -87,21 +95,21 @@ class Dataset:
         if empty:
             raise HeadstartError(f"{self.root}: class {empty[0]!r} has no usable training image")
         if len(self.classes) < 2:
-            raise HeadstartError(f"{self.root}: need at least 2 classes (one sub-folder each), found {len(self.classes)}")
+            raise HeadstartError(
+                f"{self.root}: need at least 2 classes (one sub-folder each), found {len(self.classes)}"
+            )
 
 
 def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _files(class_dir: Path, skipped: list[Skipped], advance=lambda n=1, **kw: None) -> list[Path]:
+def _files(class_dir: Path, skipped: list[Skipped], progress: StageProgress | None = None) -> list[Path]:
     """Image files below a class folder (recursively), hidden ones ignored, others recorded."""
     out = []
-    for p in sorted(class_dir.rglob("*")):
-        advance()
-        rel = p.relative_to(class_dir)
-        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
-            continue
+    for p in walk_files(class_dir):
+        if progress is not None:
+            progress.advance()
         if is_image_path(p):
             out.append(p)
         else:
@@ -115,7 +123,7 @@ def scan(
     test_fraction: float = 0.1,
     seed: int = 42,
     group_by: str | None = None,
-    quiet: bool = False,
+    events: EventBus | None = None,
 ) -> Dataset:
     """Find classes and images under `root` and assign every image to a split.
 
@@ -127,11 +135,13 @@ def scan(
     root = Path(root).expanduser()
     if not root.is_dir():
         raise HeadstartError(f"{root}: no such folder")
-    with progress_bar(f"Scanning {root.name}", None, quiet) as advance:
-        return _scan(root, val_fraction, test_fraction, seed, pattern, advance)
+    with (events or EventBus()).stage("scan", unit="files", description=f"Scanning {root.name}") as progress:
+        return _scan(root, val_fraction, test_fraction, seed, pattern, progress)
 
 
-def _scan(root: Path, val_fraction: float, test_fraction: float, seed: int, pattern, advance) -> Dataset:
+def _scan(
+    root: Path, val_fraction: float, test_fraction: float, seed: int, pattern, progress: StageProgress
+) -> Dataset:
     subdirs = {SPLIT_ALIASES.get(p.name.lower()): p for p in _class_dirs(root)}
     subdirs.pop(None, None)
     skipped: list[Skipped] = []
@@ -143,18 +153,24 @@ def _scan(root: Path, val_fraction: float, test_fraction: float, seed: int, patt
             for class_dir in _class_dirs(folder):
                 if class_dir.name not in index:
                     raise HeadstartError(f"{class_dir}: class {class_dir.name!r} is not in {subdirs['train']}")
-                samples += [Sample(p, index[class_dir.name], split) for p in _files(class_dir, skipped, advance)]
+                samples += [Sample(p, index[class_dir.name], split) for p in _files(class_dir, skipped, progress)]
         if "val" not in subdirs:  # carve validation out of train, stratified
             samples = _assign(samples, {"val": val_fraction}, seed, "train", _name_groups(samples, pattern))
         dataset = Dataset(root, classes, samples, skipped, presplit=True)
     else:
         class_dirs = _class_dirs(root)
         classes = [p.name for p in class_dirs]
-        samples = [Sample(p, i, "train") for i, d in enumerate(class_dirs) for p in _files(d, skipped, advance)]
-        samples = _assign(samples, {"test": test_fraction, "val": val_fraction}, seed, "train", _name_groups(samples, pattern))
-        dataset = Dataset(root, classes, samples, skipped, fractions={"test": test_fraction, "val": val_fraction}, seed=seed)
+        samples = [Sample(p, i, "train") for i, d in enumerate(class_dirs) for p in _files(d, skipped, progress)]
+        samples = _assign(
+            samples, {"test": test_fraction, "val": val_fraction}, seed, "train", _name_groups(samples, pattern)
+        )
+        dataset = Dataset(
+            root, classes, samples, skipped, fractions={"test": test_fraction, "val": val_fraction}, seed=seed
+        )
     if not dataset.samples:
-        raise HeadstartError(f"{root}: no images found (expected {root}/<class>/<image> or {root}/train/<class>/<image>)")
+        raise HeadstartError(
+            f"{root}: no images found (expected {root}/<class>/<image> or {root}/train/<class>/<image>)"
+        )
     dataset.validate()
     return dataset
 
@@ -191,7 +207,9 @@ def _assign(
         raise HeadstartError("validation and test fractions leave no training images")
     rng = random.Random(seed)
     pool = sorted((s for s in samples if s.split == only), key=lambda s: str(s.path))
-    moved = _assign_groups(pool, fractions, rng, groups) if groups is not None else _assign_samples(pool, fractions, rng)
+    moved = (
+        _assign_groups(pool, fractions, rng, groups) if groups is not None else _assign_samples(pool, fractions, rng)
+    )
     return [Sample(s.path, s.label, moved.get(s.path, s.split)) for s in samples]
 
 
@@ -215,7 +233,9 @@ def _assign_samples(pool: list[Sample], fractions: dict[str, float], rng: random
     return moved
 
 
-def _assign_groups(pool: list[Sample], fractions: dict[str, float], rng: random.Random, groups: dict[Path, object]) -> dict[Path, str]:
+def _assign_groups(
+    pool: list[Sample], fractions: dict[str, float], rng: random.Random, groups: dict[Path, object]
+) -> dict[Path, str]:
     """Whole groups, in seeded random order, go to the held-out split that still needs most of
     their classes; the rest stay in training. Stratified as far as the groups allow."""
     members: dict[str, list[Sample]] = {}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import io
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,34 @@ class ImageDecodeError(HeadstartError):
 
 def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def walk_files(folder: Path) -> Iterator[Path]:
+    """Every file below `folder`, recursively and sorted, hidden files and folders left out."""
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts):
+            yield p
+
+
+def collect_images(inputs: Iterable[str | Path]) -> tuple[list[Path], dict[Path, str]]:
+    """Expand files, folders (recursively, image types only) and glob patterns into image paths,
+    in order and without repeats; inputs that name nothing are returned with the reason."""
+    paths: list[Path] = []
+    missing: dict[Path, str] = {}
+    for item in inputs:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            paths += [f for f in walk_files(p) if is_image_path(f)]
+        elif p.is_file():
+            paths.append(p)
+        elif any(ch in str(item) for ch in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file())
+            paths += matches
+            if not matches:
+                missing[p] = "pattern matched no file"
+        else:
+            missing[p] = "no such file or folder"
+    return list(dict.fromkeys(paths)), missing
 
 
 def decode(data: bytes, min_size: int | None = None) -> Image.Image:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import HeadstartError
-from ..progress import progress_bar
+from ..events import EventBus
+from ..fsutil import cache_root, sha256_file
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,15 @@ REMOTE_DATASETS = {
             archives=(
                 Archive(
                     "https://storage.googleapis.com/download.tensorflow.org/data/rps.zip",
-                    "c2403444395842ad04c53612bad54b574443eae17a0723117a2ff87b9d72194f", "train", "rps",
+                    "c2403444395842ad04c53612bad54b574443eae17a0723117a2ff87b9d72194f",
+                    "train",
+                    "rps",
                 ),
                 Archive(
                     "https://storage.googleapis.com/download.tensorflow.org/data/rps-test-set.zip",
-                    "c27ab9fa43ce40b2e453de711365b477f4424586edf0388116674fd320f07503", "test", "rps-test-set",
+                    "c27ab9fa43ce40b2e453de711365b477f4424586edf0388116674fd320f07503",
+                    "test",
+                    "rps-test-set",
                 ),
             ),
         ),
@@ -53,12 +58,10 @@ REMOTE_DATASETS = {
 
 
 def datasets_dir() -> Path:
-    from ..features import cache_root
-
     return cache_root() / "datasets"
 
 
-def resolve_data(data: str | Path, quiet: bool = False) -> Path:
+def resolve_data(data: str | Path, events: EventBus | None = None) -> Path:
     """A folder path as given, or the cached copy of a named dataset (downloaded on first use)."""
     path = Path(data).expanduser()
     if path.exists() or str(data) not in REMOTE_DATASETS:
@@ -66,10 +69,10 @@ def resolve_data(data: str | Path, quiet: bool = False) -> Path:
             names = ", ".join(REMOTE_DATASETS)
             raise HeadstartError(f"{path}: no such folder (nor a named dataset: {names})")
         return path
-    return fetch(REMOTE_DATASETS[str(data)], quiet=quiet)
+    return fetch(REMOTE_DATASETS[str(data)], events=events)
 
 
-def fetch(dataset: RemoteDataset, dest: Path | None = None, quiet: bool = False) -> Path:
+def fetch(dataset: RemoteDataset, dest: Path | None = None, events: EventBus | None = None) -> Path:
     """Download, verify and unpack every archive of `dataset` once; return its folder."""
     dest = Path(dest) if dest else datasets_dir() / dataset.name
     done = dest / ".complete"
@@ -78,33 +81,25 @@ def fetch(dataset: RemoteDataset, dest: Path | None = None, quiet: bool = False)
     dest.mkdir(parents=True, exist_ok=True)
     for archive in dataset.archives:
         zip_path = dest / f"{archive.split}.zip"
-        if not (zip_path.exists() and _sha256(zip_path) == archive.sha256):
-            _download(archive, zip_path, dataset.name, quiet)
+        if not (zip_path.exists() and sha256_file(zip_path) == archive.sha256):
+            _download(archive, zip_path, dataset.name, events or EventBus())
         _unpack(zip_path, archive, dest)
         zip_path.unlink()
     done.touch()
     return dest
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _download(archive: Archive, target: Path, name: str, quiet: bool) -> None:
+def _download(archive: Archive, target: Path, name: str, events: EventBus) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
     digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(archive.url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with progress_bar(f"Downloading {name} ({archive.split})", total, quiet) as advance:
+            with events.stage("download", total, "bytes", f"Downloading {name} ({archive.split})") as progress:
                 while block := response.read(1 << 20):
                     out.write(block)
                     digest.update(block)
-                    advance(len(block))
+                    progress.advance(len(block))
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         Path(tmp).unlink(missing_ok=True)
         reason = getattr(e, "reason", None) or e
@@ -114,7 +109,9 @@ def _download(archive: Archive, target: Path, name: str, quiet: bool) -> None:
         ) from None
     if digest.hexdigest() != archive.sha256:
         Path(tmp).unlink(missing_ok=True)
-        raise HeadstartError(f"{archive.url}: downloaded file has sha256 {digest.hexdigest()[:16]}…, expected {archive.sha256[:16]}…")
+        raise HeadstartError(
+            f"{archive.url}: downloaded file has sha256 {digest.hexdigest()[:16]}…, expected {archive.sha256[:16]}…"
+        )
     os.replace(tmp, target)
 
 

@@ -1,19 +1,27 @@
-"""Rich renderings of results: the metrics table, the confusion matrix, skipped files."""
+"""Results in the terminal (rich): the metrics table, the confusion matrix, skipped files, leakage."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from .leakage import LeakageReport
 from .metrics import Metrics
 
 
 def metrics_table(metrics: Metrics) -> Table:
     table = Table()
-    for col, justify in (("class", "left"), ("precision", "right"), ("recall", "right"), ("F1", "right"), ("support", "right")):
+    for col, justify in (
+        ("class", "left"),
+        ("precision", "right"),
+        ("recall", "right"),
+        ("F1", "right"),
+        ("support", "right"),
+    ):
         table.add_column(col, justify=justify)
     for name, p, r, f, s in zip(metrics.classes, metrics.precision, metrics.recall, metrics.f1, metrics.support):
         table.add_row(name, f"{p:.3f}", f"{r:.3f}", f"{f:.3f}", str(s))
@@ -26,16 +34,17 @@ def confusion_table(metrics: Metrics) -> Table:
     for name in metrics.classes:
         table.add_column(name, justify="right")
     for i, (name, row) in enumerate(zip(metrics.classes, metrics.confusion)):
-        table.add_row(name, *[f"[bold green]{v}[/]" if j == i else (f"[red]{v}[/]" if v else "0") for j, v in enumerate(row)])
+        table.add_row(
+            name, *[f"[bold green]{v}[/]" if j == i else (f"[red]{v}[/]" if v else "0") for j, v in enumerate(row)]
+        )
     return table
 
 
 def headline(metrics: Metrics) -> str:
     correct = sum(metrics.confusion[i][i] for i in range(len(metrics.classes)))
     top_k = ", ".join(f"top-{k} {v:.3f}" for k, v in metrics.top_k_accuracy.items() if k > 1)
-    return (
-        f"accuracy [bold]{metrics.accuracy:.3f}[/] ({correct}/{metrics.count}), macro F1 {metrics.macro_f1:.3f}"
-        + (f", {top_k}" if top_k else "")
+    return f"accuracy [bold]{metrics.accuracy:.3f}[/] ({correct}/{metrics.count}), macro F1 {metrics.macro_f1:.3f}" + (
+        f", {top_k}" if top_k else ""
     )
 
 
@@ -48,8 +57,9 @@ def evaluation_view(metrics: Metrics, title: str) -> Group:
     )
 
 
-def print_skipped(console: Console, skipped: dict[Path, str] | list[dict], limit: int = 20) -> None:
-    items = [(str(p), r) for p, r in skipped.items()] if isinstance(skipped, dict) else [(s["path"], s["reason"]) for s in skipped]
+def print_skipped(console: Console, skipped: Mapping[Path | str, str], limit: int = 20) -> None:
+    """Each file left out, with the reason (the first `limit` of them)."""
+    items = [(str(p), r) for p, r in skipped.items()]
     if not items:
         return
     console.print(f"[yellow]Skipped {len(items)} file(s):[/]")
@@ -59,23 +69,26 @@ def print_skipped(console: Console, skipped: dict[Path, str] | list[dict], limit
         console.print(f"  … and {len(items) - limit} more (all listed in model.json)")
 
 
-def print_leakage(console: Console, leakage: dict, limit: int = 10) -> None:
+def print_leakage(console: Console, leakage: LeakageReport | None, limit: int = 10) -> None:
     """Near-copies across splits (named), duplicates, and the leakage verdict with its fix."""
-    if not leakage:
+    if leakage is None:
         return
-    cross = leakage.get("cross_split", [])
+    cross = leakage.cross_split
     if cross:
-        console.print(f"[yellow]{len(cross)} held-out image(s) have a near-copy in train (similarity >= {leakage['threshold']:.2f}):[/]")
+        console.print(
+            f"[yellow]{len(cross)} held-out image(s) have a near-copy in train "
+            f"(similarity >= {leakage.threshold:.2f}):[/]"
+        )
         for d in cross[:limit]:
-            console.print(f"  {d['path']}  ~  {d['match']}  ({d['similarity']:.3f})", markup=False, highlight=False)
+            console.print(f"  {d.path}  ~  {d.match}  ({d.similarity:.3f})", markup=False, highlight=False)
         if len(cross) > limit:
             console.print(f"  … and {len(cross) - limit} more (all listed in model.json)")
-    within = leakage.get("within_split", [])
-    exact = leakage.get("exact_duplicates", [])
+    within, exact = leakage.within_split, leakage.exact_duplicates
     if within or exact:
         console.print(
-            f"[yellow]Duplicates inside splits: {len(within)} near-duplicate pair(s), {len(exact)} set(s) of identical files[/]"
+            f"[yellow]Duplicates inside splits: {len(within)} near-duplicate "
+            f"pair(s), {len(exact)} set(s) of identical files[/]"
             " (they inflate counts; listed in model.json)"
         )
-    if leakage.get("message"):
-        console.print(f"[bold yellow]Warning:[/] {leakage['message']}")
+    if message := leakage.message():
+        console.print(f"[bold yellow]Warning:[/] {message}")

@@ -3,16 +3,15 @@ seeded by (seed, image content, view or epoch), so results do not depend on orde
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from .errors import HeadstartError
-from .preprocessing import _RESAMPLE, Preprocessing
+from ..errors import HeadstartError
+from ..fsutil import dict_fingerprint
+from ..preprocessing import RESAMPLE, Preprocessing
 
 
 @dataclass(frozen=True)
@@ -27,7 +26,7 @@ class Augmentation:
 
     @property
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        return dict_fingerprint(asdict(self), length=12)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -37,7 +36,9 @@ class Augmentation:
         w, h = image.size
         if self.rotation:
             angle = rng.uniform(-self.rotation, self.rotation)
-            image = image.rotate(angle, resample=Image.Resampling.BILINEAR, expand=False, fillcolor=_mean_colour(preprocessing))
+            image = image.rotate(
+                angle, resample=Image.Resampling.BILINEAR, expand=False, fillcolor=_mean_colour(preprocessing)
+            )
         for _ in range(10):  # torchvision's RandomResizedCrop: sample area and ratio, retry if off the image
             area = w * h * rng.uniform(*self.scale)
             ratio = math.exp(rng.uniform(math.log(self.ratio[0]), math.log(self.ratio[1])))
@@ -49,11 +50,14 @@ class Augmentation:
             cw = ch = min(w, h)
             left, top = (w - cw) / 2, (h - ch) / 2
         size = preprocessing.image_size
-        crop = image.resize((size, size), _RESAMPLE[preprocessing.interpolation], box=(left, top, left + cw, top + ch))
+        crop = image.resize((size, size), RESAMPLE[preprocessing.interpolation], box=(left, top, left + cw, top + ch))
         if self.flip and rng.random() < 0.5:
             crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        for amount, enhancer in ((self.brightness, ImageEnhance.Brightness), (self.contrast, ImageEnhance.Contrast),
-                                 (self.saturation, ImageEnhance.Color)):
+        for amount, enhancer in (
+            (self.brightness, ImageEnhance.Brightness),
+            (self.contrast, ImageEnhance.Contrast),
+            (self.saturation, ImageEnhance.Color),
+        ):
             if amount:
                 crop = enhancer(crop).enhance(rng.uniform(1 - amount, 1 + amount))
         return np.array(crop, dtype=np.uint8)

@@ -1,17 +1,19 @@
+"""Fixtures shared by the tests and by the docstring examples in src/ (run as doctests)."""
+
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from tests.helpers import make_image
 
 # One feature/ONNX cache for the whole session (so the backbone is exported once), never the user's.
 os.environ["HEADSTART_CACHE"] = tempfile.mkdtemp(prefix="headstart-test-cache-")
 os.environ["HEADSTART_QUIET"] = "1"
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+SHARED = Path(__file__).resolve().parent.parent / "shared" / "datasets"
 HYMENOPTERA = SHARED / "hymenoptera"
 ALPACA = SHARED / "alpaca"
 
@@ -24,18 +26,6 @@ def pytest_sessionfinish(session, exitstatus):
 def hymenoptera() -> Path:
     assert HYMENOPTERA.is_dir(), f"the shared datasets must sit beside the repo: {HYMENOPTERA}"
     return HYMENOPTERA
-
-
-def make_image(path: Path, colour=(200, 30, 30), size=(64, 48), mode="RGB", fmt=None, seed=0) -> Path:
-    """A small noisy image of a dominant colour (noise so that no two files are identical)."""
-    rng = np.random.default_rng(seed)
-    pixels = np.clip(np.array(colour, np.float32) + rng.normal(0, 25, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
-    image = Image.fromarray(pixels, "RGB")
-    if mode != "RGB":
-        image = image.convert(mode)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format=fmt)
-    return path
 
 
 @pytest.fixture
@@ -59,3 +49,23 @@ def small_hymenoptera(tmp_path_factory, hymenoptera) -> Path:
             for f in files:
                 shutil.copy(f, root / split / cls / f.name)
     return root
+
+
+@pytest.fixture(autouse=True)
+def docstring_examples(request, doctest_namespace):
+    """What the examples in docstrings (doctests) may use: a tiny real dataset and a scratch folder."""
+    if not hasattr(request.node, "dtest"):
+        return
+    import numpy as np
+
+    import headstart
+
+    doctest_namespace.update(
+        headstart=headstart,
+        np=np,
+        ants_bees=request.getfixturevalue("small_hymenoptera"),
+        tmp=request.getfixturevalue("tmp_path"),
+    )
+
+
+collect_ignore = ["src/headstart/__main__.py"]  # running it would run the CLI

@@ -9,6 +9,8 @@ import numpy as np
 
 @dataclass
 class Metrics:
+    """How well predictions match the truth, overall and per class (as model.json stores it)."""
+
     classes: list[str]
     accuracy: float
     precision: list[float]
@@ -35,6 +37,42 @@ class Metrics:
             },
             "confusion": self.confusion,
         }
+
+    def per_class_rows(self) -> list[dict]:
+        """Per class, then macro and weighted averages, then top-k accuracy (sklearn's report
+        layout: accuracy rows carry their value in the f1 column)."""
+        rows = [
+            {"class": c, "precision": p, "recall": r, "f1": f, "support": s}
+            for c, p, r, f, s in zip(self.classes, self.precision, self.recall, self.f1, self.support)
+        ]
+        support = np.array(self.support, dtype=np.float64)
+        weights = support / support.sum() if support.sum() else support
+        for name, w in (("macro avg", np.full(len(rows), 1 / max(len(rows), 1))), ("weighted avg", weights)):
+            averages = {
+                k: float(np.dot(w, [r[k] for r in rows[: len(self.classes)]])) for k in ("precision", "recall", "f1")
+            }
+            rows.append({"class": name, **averages, "support": int(support.sum())})
+        for k, acc in self.top_k_accuracy.items():
+            name = "accuracy" if k == 1 else f"top-{k} accuracy"
+            rows.append({"class": name, "precision": "", "recall": "", "f1": acc, "support": self.count})
+        return rows
+
+    @classmethod
+    def from_dict(cls, d: dict, classes: list[str] | None = None) -> Metrics:
+        """The inverse of `to_dict`; `classes` fixes the order (default: as stored)."""
+        classes = list(classes if classes is not None else d["per_class"])
+        per_class = [d["per_class"][c] for c in classes]
+        return cls(
+            classes=classes,
+            accuracy=d["accuracy"],
+            precision=[c["precision"] for c in per_class],
+            recall=[c["recall"] for c in per_class],
+            f1=[c["f1"] for c in per_class],
+            support=[c["support"] for c in per_class],
+            confusion=d["confusion"],
+            top_k_accuracy={int(k): v for k, v in d["top_k_accuracy"].items()},
+            count=d["count"],
+        )
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:

@@ -18,19 +18,22 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import HeadstartError
-from .fsutil import recover, staged_directory
+from ..errors import HeadstartError
+from ..events import Cancelled
+from ..fsutil import recover, staged_directory
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from .data.dataset import Dataset
-    from .hparams import HParams
-    from .training import History
+    from ..data.dataset import Dataset
+    from ..hparams import HParams
+    from .record import History
+
+LAYOUT = 2  # of the saved state; a checkpoint of another layout is refused, not misread
 
 
-class Interrupted(HeadstartError):
-    """Ctrl-C during training: the last finished epoch is saved."""
+class Interrupted(Cancelled):
+    """Ctrl-C or a cancelling subscriber during training: the last finished epoch is saved."""
 
 
 def checkpoint_dir(out: str | Path) -> Path:
@@ -40,7 +43,7 @@ def checkpoint_dir(out: str | Path) -> Path:
 
 def run_fingerprint(hparams: dict, samples: list[tuple[str, str, int]]) -> str:
     """Settings and data (paths, splits, labels) a checkpoint is only valid for."""
-    blob = json.dumps({"hparams": hparams, "samples": samples}, sort_keys=True).encode()
+    blob = json.dumps({"layout": LAYOUT, "hparams": hparams, "samples": samples}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
 
 
@@ -93,8 +96,10 @@ def load_checkpoint(directory: Path, fingerprint: str) -> dict | None:
         return None
     skeleton = json.loads((directory / "state.json").read_text("utf-8"))
     if skeleton.get("fingerprint") != fingerprint:
-        raise HeadstartError(f"{directory}: this checkpoint was made with other settings or data; "
-                             "run with the same command to resume, or delete it to start over")
+        raise HeadstartError(
+            f"{directory}: this checkpoint was made with other settings or data; "
+            "run with the same command to resume, or delete it to start over"
+        )
     return rebuild("s", skeleton, load_file(str(directory / "state.safetensors")))
 
 
@@ -117,7 +122,9 @@ class Checkpoints:
                 raise HeadstartError(f"nothing to resume: no checkpoint at {self.dir}")
             self.stage1 = self.saved.get("stage1", {}) if self.saved.get("stage1_done") else {}
         elif self.dir.exists():
-            raise HeadstartError(f"{self.out} has an unfinished run ({self.dir}): add --resume to continue it, or delete that folder")
+            raise HeadstartError(
+                f"{self.out} has an unfinished run ({self.dir}): add --resume to continue it, or delete that folder"
+            )
 
     def stage1_epoch(self, snapshot: dict) -> None:
         if self.dir is not None:
@@ -130,14 +137,17 @@ class Checkpoints:
 
     def stage2_epoch(self, snapshot: dict) -> None:
         if self.dir is not None:
-            save_checkpoint(self.dir, {"fingerprint": self.fingerprint, "stage1": self.stage1, "stage1_done": True, "stage2": snapshot})
+            save_checkpoint(
+                self.dir,
+                {"fingerprint": self.fingerprint, "stage1": self.stage1, "stage1_done": True, "stage2": snapshot},
+            )
 
     @contextmanager
     def interruptible(self):
-        """Ctrl-C: stop with the last finished epoch saved and say how to resume."""
+        """Ctrl-C or cancellation: stop with the last finished epoch saved and say how to resume."""
         try:
             yield
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Cancelled):
             if self.dir is None or not self.dir.exists():
                 raise
             raise Interrupted(

@@ -39,7 +39,15 @@ class LeakageReport:
     likely: bool = False
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """As model.json stores it, the user-facing message included."""
+        return asdict(self) | {"message": self.message()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LeakageReport:
+        fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for key in ("cross_split", "within_split"):
+            fields[key] = [NearDuplicate(**x) for x in fields.get(key, [])]
+        return cls(**fields)
 
     def message(self) -> str | None:
         """What to tell the user at the end of training, or None when all is well."""
@@ -143,13 +151,17 @@ def check_leakage(
         for a, i in enumerate(held):
             if sim[a] >= threshold:
                 hits += 1
-                report.cross_split.append(NearDuplicate(paths[i], split, paths[train[idx[a]]], "train", round(float(sim[a]), 4)))
+                report.cross_split.append(
+                    NearDuplicate(paths[i], split, paths[train[idx[a]]], "train", round(float(sim[a]), 4))
+                )
         report.held_out_with_copy[split] = [hits, int(len(held))]
         inner_idx, inner_sim = nearest(x[held], x[held], exclude_self=True)
         for a, i in enumerate(held):
             j = held[inner_idx[a]] if inner_idx[a] >= 0 else -1
             if j >= 0 and inner_sim[a] >= threshold and i < j:
-                report.within_split.append(NearDuplicate(paths[i], split, paths[j], split, round(float(inner_sim[a]), 4)))
+                report.within_split.append(
+                    NearDuplicate(paths[i], split, paths[j], split, round(float(inner_sim[a]), 4))
+                )
     report.cross_split.sort(key=lambda d: -d.similarity)
     report.pinned_validation = validation_pinned(history)
     share = max((n / total for n, total in report.held_out_with_copy.values()), default=0.0)

@@ -1,0 +1,278 @@
+"""The figures that show a model honestly: curves, confusion matrix, mistakes, calibration,
+embedding, dataset overview and samples.
+
+Built with matplotlib's object API (no pyplot state), so they render the same in a script, a test
+and a notebook, where each result displays inline. They take plain arrays, not models.
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+
+from ..data.images import ImageDecodeError, load_image
+from ..preprocessing import Preprocessing
+from .calibration import expected_calibration_error, reliability
+from .metrics import Metrics
+
+TRAIN, VAL, WRONG, RIGHT = "#1f77b4", "#ff7f0e", "#d62728", "#2ca02c"
+PNG_DPI = 110
+
+
+class NotebookFigure(Figure):
+    """A matplotlib Figure that shows itself inline in Jupyter, whatever backend is active."""
+
+    def _repr_png_(self) -> bytes:
+        return png_bytes(self)
+
+
+# -- figures ------------------------------------------------------------------------------------
+def _smooth(values: np.ndarray, weight: float = 0.9) -> np.ndarray:
+    out, last = np.empty(len(values)), values[0] if len(values) else 0.0
+    for i, v in enumerate(values):
+        last = weight * last + (1 - weight) * v
+        out[i] = last
+    return out
+
+
+def plot_curves(history: dict, fine_tune: dict | None = None) -> Figure:
+    """Loss and accuracy per step (raw and smoothed) and per epoch, train and validation; stage 2
+    (fine-tuning), if any, continues to the right of a marked boundary."""
+    fig = NotebookFigure(figsize=(11, 4), layout="constrained")
+    stages = [("stage 1", history, 0)]
+    n1 = len(history.get("train_loss", []))
+    if fine_tune and fine_tune.get("train_loss"):
+        stages.append(("stage 2", fine_tune, n1))
+    best = (n1 + fine_tune["best_epoch"]) if fine_tune and fine_tune.get("best_epoch") else history.get("best_epoch")
+    for ax, key, title in zip(fig.subplots(1, 2), ("loss", "accuracy"), ("Loss", "Accuracy")):
+        for n, (_stage, h, offset) in enumerate(stages):
+            first = n == 0
+            step_values = np.array(h.get(f"step_{key}", []), dtype=float)
+            if len(step_values):
+                x = offset + np.arange(1, len(step_values) + 1) / (h.get("steps_per_epoch") or 1)
+                ax.plot(x, step_values, color=TRAIN, alpha=0.2, lw=0.8, label="train, per step" if first else None)
+                ax.plot(
+                    x, _smooth(step_values), color=TRAIN, lw=1.5, label="train, per step (smoothed)" if first else None
+                )
+            epochs = offset + np.arange(1, len(h.get("train_loss", [])) + 1)
+            ax.plot(
+                epochs, h.get(f"train_{key}", []), "o", color=TRAIN, ms=3, label="train, epoch mean" if first else None
+            )
+            ax.plot(
+                epochs, h.get(f"val_{key}", []), "o-", color=VAL, ms=3, lw=1.5, label="validation" if first else None
+            )
+        if len(stages) > 1:
+            ax.axvline(n1 + 0.5, color="black", lw=1.2, label="stage 1 | stage 2 (fine-tuning)")
+        if best:
+            ax.axvline(best, color="grey", ls="--", lw=1, label=f"best epoch ({best}, restored)")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if key == "accuracy":
+            ax.set_ylim(min(0.5, ax.get_ylim()[0]), 1.02)
+    fig.axes[0].legend(fontsize=8, loc="upper right")
+    return fig
+
+
+def _short(name: str, width: int = 18, lines: int = 2) -> str:
+    return "\n".join(textwrap.wrap(name, width, max_lines=lines, placeholder="…")) or name
+
+
+def plot_confusion(metrics: Metrics, title: str = "Confusion matrix") -> Figure:
+    """Counts and row-normalised percentages; the figure grows with the classes so labels never
+    collide, and cell text shrinks, then goes, as classes multiply."""
+    n = len(metrics.classes)
+    cm = np.array(metrics.confusion, dtype=np.int64)
+    rows = cm.sum(1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
+    cell = 0.9 if n <= 8 else 0.5 if n <= 20 else 0.36
+    side = max(4.5, n * cell + 2.5)
+    fig = NotebookFigure(figsize=(side + 1, side), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, shrink=0.7, label="share of the true class (row)")
+    tick_font = 9 if n <= 20 else 7
+    labels = [_short(c) for c in metrics.classes]
+    ax.set_xticks(range(n), labels, rotation=90 if n > 6 else 30, ha="center" if n > 6 else "right", fontsize=tick_font)
+    ax.set_yticks(range(n), labels, fontsize=tick_font)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"{title} (n = {metrics.count}, accuracy {metrics.accuracy:.3f})")
+    if n <= 30:
+        font = 10 if n <= 8 else 7 if n <= 15 else 5
+        for i in range(n):
+            for j in range(n):
+                if cm[i, j] or i == j:
+                    text = f"{cm[i, j]}\n{share[i, j]:.0%}" if n <= 15 else str(cm[i, j])
+                    ax.text(
+                        j,
+                        i,
+                        text,
+                        ha="center",
+                        va="center",
+                        fontsize=font,
+                        color="white" if share[i, j] > 0.5 else "black",
+                    )
+    return fig
+
+
+def plot_calibration(y: np.ndarray, probs: np.ndarray, uncalibrated: np.ndarray | None = None) -> Figure:
+    """Reliability diagram: accuracy against confidence per bin, with how many predictions fall in each."""
+    fig = NotebookFigure(figsize=(5.5, 6), layout="constrained")
+    top, bottom = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
+    top.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfectly calibrated")
+    curves = [("calibrated" if uncalibrated is not None else "model", probs, TRAIN)]
+    if uncalibrated is not None:
+        curves.insert(0, ("before temperature scaling", uncalibrated, "#999999"))
+    for name, p, colour in curves:
+        r = reliability(y, p)
+        filled = r["count"] > 0
+        centres = (r["edges"][:-1] + r["edges"][1:]) / 2
+        top.plot(r["confidence"][filled], r["accuracy"][filled], "-", color=colour, lw=1, alpha=0.6)
+        # Marker area follows the bin's image count: a bin of two images is noise, not a trend.
+        sizes = 12 + 250 * r["count"][filled] / max(r["count"].max(), 1)
+        top.scatter(
+            r["confidence"][filled],
+            r["accuracy"][filled],
+            s=sizes,
+            color=colour,
+            zorder=3,
+            clip_on=False,
+            label=f"{name}: ECE {expected_calibration_error(y, p):.3f}",
+        )
+        if p is probs:
+            bottom.bar(centres, r["count"], width=1 / len(centres), color=colour, alpha=0.7, edgecolor="white")
+    top.set_ylabel("accuracy")
+    top.set_title("Reliability diagram")
+    top.legend(fontsize=8, loc="upper left")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1.02)
+    top.grid(alpha=0.3)
+    bottom.set_xlabel("confidence (top-1 probability)")
+    bottom.set_ylabel("images")
+    return fig
+
+
+def _thumbnail(path: Path, preprocessing: Preprocessing) -> np.ndarray | None:
+    try:
+        return np.asarray(preprocessing.crop(load_image(path, preprocessing.resize_short)))
+    except ImageDecodeError:
+        return None
+
+
+def plot_mistakes(
+    paths: list[Path],
+    y_true: np.ndarray,
+    probabilities: np.ndarray,
+    classes: list[str],
+    preprocessing: Preprocessing,
+    split: str,
+    wrong: int = 12,
+    right: int = 6,
+) -> Figure:
+    """The most confidently wrong images (red) and the least confident right ones (green), as the
+    model saw them (resized and cropped)."""
+    predicted, confidence = probabilities.argmax(1), probabilities.max(1)
+    mistakes = [i for i in np.argsort(-confidence) if predicted[i] != y_true[i]][:wrong]
+    unsure = [i for i in np.argsort(confidence) if predicted[i] == y_true[i]][:right]
+    cols = 6
+    sections = [("Most confident mistakes", mistakes, WRONG), ("Least confident correct predictions", unsure, RIGHT)]
+    rows = [max(1, -(-len(items) // cols)) for _, items, _ in sections]
+    fig = NotebookFigure(figsize=(cols * 2.1, sum(rows) * 2.5 + 0.8), layout="constrained")
+    subfigs = fig.subfigures(2, 1, height_ratios=rows)
+    for sub, (title, items, colour), n_rows in zip(subfigs, sections, rows):
+        sub.suptitle(f"{title} ({split} split)", fontsize=11, color=colour, fontweight="bold")
+        axes = np.atleast_1d(sub.subplots(n_rows, cols)).ravel()
+        for ax in axes:
+            ax.axis("off")
+        if not items:
+            axes[0].text(0, 0.5, "none", fontsize=10)
+        for ax, i in zip(axes, items):
+            image = _thumbnail(paths[i], preprocessing)
+            if image is not None:
+                ax.imshow(image)
+            ax.set_title(
+                f"true: {_short(classes[y_true[i]], 16, 1)}\npred: "
+                f"{_short(classes[predicted[i]], 16, 1)} {confidence[i]:.0%}",
+                fontsize=8,
+                color=colour,
+            )
+    return fig
+
+
+def plot_embedding(
+    features: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray, classes: list[str], split: str
+) -> Figure:
+    """2-D PCA of the features coloured by true class; misclassified images circled in black."""
+    x = features - features.mean(0)
+    fig = NotebookFigure(figsize=(7, 6), layout="constrained")
+    ax = fig.subplots()
+    if len(x) >= 2:
+        _, s, vt = np.linalg.svd(x, full_matrices=False)
+        xy = x @ vt[:2].T
+        explained = s[:2] ** 2 / np.sum(s**2)
+        cmap = matplotlib.colormaps["tab20" if len(classes) > 10 else "tab10"]
+        wrong = probabilities.argmax(1) != y_true
+        for c, name in enumerate(classes):
+            m = y_true == c
+            if m.any():
+                ax.scatter(xy[m, 0], xy[m, 1], s=22, color=cmap(c % cmap.N), label=name, alpha=0.85, edgecolor="none")
+        if wrong.any():
+            ax.scatter(
+                xy[wrong, 0], xy[wrong, 1], s=90, facecolor="none", edgecolor="black", lw=1.3, label="misclassified"
+            )
+        ax.set_xlabel(f"PC 1 ({explained[0]:.0%} of variance)")
+        ax.set_ylabel(f"PC 2 ({explained[1]:.0%} of variance)")
+        if len(classes) <= 20:
+            ax.legend(fontsize=8, markerscale=1.2, loc="best")
+    ax.set_title(f"Backbone features of the {split} split, PCA")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_dataset(counts: dict[str, dict[str, int]]) -> Figure:
+    """Images per class per split."""
+    classes = list(next(iter(counts.values()), {}).keys())
+    fig = NotebookFigure(figsize=(8, max(2.5, 0.32 * len(classes) + 1.2)), layout="constrained")
+    ax = fig.subplots()
+    left = np.zeros(len(classes))
+    for split, colour in zip(counts, (TRAIN, VAL, RIGHT)):
+        values = np.array([counts[split].get(c, 0) for c in classes])
+        ax.barh(range(len(classes)), values, left=left, color=colour, label=split)
+        left += values
+    ax.set_yticks(range(len(classes)), [_short(c, 30, 1) for c in classes], fontsize=8 if len(classes) > 20 else 10)
+    ax.invert_yaxis()
+    ax.set_xlabel("images")
+    ax.set_title("Images per class and split")
+    ax.legend()
+    return fig
+
+
+def plot_samples(
+    images: dict[str, list[Path]], preprocessing: Preprocessing, per_class: int = 6, max_classes: int = 12
+) -> Figure:
+    """A few images of each class (`images`: class -> its image paths)."""
+    classes = list(images)[:max_classes]
+    fig = NotebookFigure(figsize=(per_class * 1.6 + 1.5, len(classes) * 1.6 + 0.4), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(classes), per_class))
+    for r, name in enumerate(classes):
+        picks = images[name][:: max(1, len(images[name]) // per_class)][:per_class]
+        for c in range(per_class):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(picks) and (image := _thumbnail(picks[c], preprocessing)) is not None:
+                ax.imshow(image)
+        axes[r, 0].set_title(_short(name, 22, 1), fontsize=9, loc="left")
+    return fig
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as a PNG file's bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=PNG_DPI)
+    return buf.getvalue()

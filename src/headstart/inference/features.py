@@ -1,0 +1,217 @@
+"""Frozen-backbone features: images decoded on worker threads while the backbone (onnxruntime by
+default) runs on batches; results cached on disk.
+
+The cache key is the image's content hash plus the backbone, its weights and the preprocessing,
+so renaming or moving files costs nothing and a changed recipe never reuses stale features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..backbones import BackboneSpec
+from ..data.images import ImageDecodeError, decode
+from ..errors import HeadstartError
+from ..events import EventBus
+from ..fsutil import cache_root
+from ..preprocessing import Preprocessing
+from .cache import FeatureCache
+from .graph import ModelGraph
+from .runtime import BATCH_SIZE, bounded_map, export_onnx, num_threads, ort_session, state_fingerprint
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+@dataclass
+class Extraction:
+    """Features of the readable images, in input order, and why the others were left out."""
+
+    features: np.ndarray  # (n_ok, feature_dim) float32
+    ok: list[int]  # indices into the input paths
+    failures: dict[Path, str] = field(default_factory=dict)
+    hashes: list[str] = field(default_factory=list)  # content sha256 of each ok image
+    computed: int = 0  # images that went through the backbone (the rest came from the cache)
+
+
+class FeatureExtractor:
+    """Images -> backbone features, with onnxruntime (default) or eager PyTorch.
+
+    `backbone` is the network to run: the spec's pretrained one unless a fine-tuned copy is given.
+    """
+
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        weights: str | Path | None = None,
+        backbone: nn.Module | None = None,
+        engine: str = "auto",
+        preprocessing: Preprocessing | None = None,
+        cache_dir: Path | None = None,
+    ):
+        if engine not in ("auto", "onnxruntime", "torch"):
+            raise HeadstartError(f"unknown engine {engine!r}: use auto, onnxruntime or torch")
+        self.spec = spec
+        self.preprocessing = preprocessing or spec.preprocessing
+        self.cache_root = Path(cache_dir) if cache_dir else cache_root()
+        self._weights = weights
+        self._backbone = backbone.eval() if backbone is not None else None
+        # Pretrained: the weights file's hash; fine-tuned: a hash of the tuned tensors.
+        weights_sha = spec.weights.sha256 if backbone is None else state_fingerprint(backbone)
+        self.model_id = f"{spec.name}-{weights_sha[:16]}"
+        self.engine = engine
+        self._session = None
+
+    @property
+    def cache_key(self) -> str:
+        return f"{self.model_id}-{self.preprocessing.fingerprint}"
+
+    def cache(self, tag: str = "") -> FeatureCache:
+        """The feature cache of this recipe; `tag` names a variant (an augmented view)."""
+        return FeatureCache(self.cache_root, self.cache_key + tag)
+
+    @property
+    def backbone(self) -> nn.Module:
+        if self._backbone is None:
+            self._backbone = self.spec.create(self._weights)
+        return self._backbone
+
+    def _onnx_session(self):
+        if self._session is None:
+            path = self.cache_root / "onnx" / f"{self.model_id}-{self.preprocessing.fingerprint}-u8.onnx"
+            if not path.exists():
+                export_onnx(ModelGraph.features(self.backbone, self.preprocessing), path, self.preprocessing.image_size)
+            self._session = ort_session(path)
+        return self._session
+
+    def resolved_engine(self) -> str:
+        if self.engine != "auto":
+            return self.engine
+        return "onnxruntime" if importlib.util.find_spec("onnxruntime") else "torch"
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Cropped uint8 images (N, H, W, 3) -> features (N, feature_dim) float32."""
+        if self.resolved_engine() == "onnxruntime":
+            return self._onnx_session().run(None, {"images": batch})[0]
+        with torch.inference_mode():
+            return ModelGraph.features(self.backbone, self.preprocessing)(torch.from_numpy(batch)).numpy()
+
+    def extract(
+        self,
+        paths: Sequence[Path],
+        use_cache: bool = True,
+        events: EventBus | None = None,
+        stage: str = "extract",
+        description: str = "Extracting features",
+        transform: Transform | None = None,
+        cache_tag: str = "",
+    ) -> Extraction:
+        """Features of `paths` (cached unless `use_cache` is False). `transform` replaces the plain
+        crop (augmentation); its features are cached apart, under `cache_tag`."""
+        cache = self.cache(cache_tag) if use_cache else None
+        return batched_inference(
+            paths, self.preprocessing, self.embed, self.spec.feature_dim, cache, events, stage, description, transform
+        )
+
+
+Transform = Callable[["Image.Image", str], np.ndarray]  # (RGB image, content sha256) -> uint8 crop
+
+
+def prepare_image(
+    path: Path, preprocessing: Preprocessing, cache: FeatureCache | None, transform: Transform | None = None
+):
+    """Read, hash and (unless cached) decode one file: runs in worker threads."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        return None, None, None, f"cannot read file ({e.strerror or e})"
+    content_hash = hashlib.sha256(data).hexdigest()
+    if cache is not None and (hit := cache.get(content_hash)) is not None:
+        return content_hash, hit, None, None
+    try:
+        image = decode(data, min_size=preprocessing.resize_short)
+        return content_hash, None, transform(image, content_hash) if transform else preprocessing(image), None
+    except ImageDecodeError as e:
+        return content_hash, None, None, str(e)
+
+
+def batched_inference(
+    paths: Sequence[Path],
+    preprocessing: Preprocessing,
+    infer: Callable[[np.ndarray], np.ndarray],
+    out_dim: int,
+    cache: FeatureCache | None = None,
+    events: EventBus | None = None,
+    stage: str = "extract",
+    description: str = "Extracting features",
+    transform: Transform | None = None,
+) -> Extraction:
+    """Decode images on worker threads while `infer` runs on batches of uint8 crops (made by
+    `transform`, else the plain preprocessing); cached rows are reused and new ones stored.
+    Unreadable files are reported, never fatal."""
+    n = len(paths)
+    outputs: list[np.ndarray | None] = [None] * n
+    hashes: list[str | None] = [None] * n
+    failures: dict[Path, str] = {}
+    pending_idx: list[int] = []
+    pending_arr: list[np.ndarray] = []
+    computed = 0
+
+    def flush():
+        nonlocal computed
+        if not pending_idx:
+            return
+        for i, row in zip(pending_idx, infer(np.stack(pending_arr))):
+            outputs[i] = row
+            if cache is not None:
+                cache.put(hashes[i], row)
+        computed += len(pending_idx)
+        pending_idx.clear()
+        pending_arr.clear()
+
+    bus = events or EventBus()
+    with bus.stage(stage, n, "images", description) as progress, ThreadPoolExecutor(num_threads()) as pool:
+        # Decoding runs ahead of inference on the other core(s), bounded so memory stays flat.
+        prepared = bounded_map(
+            pool, lambda p: prepare_image(p, preprocessing, cache, transform), paths, window=4 * BATCH_SIZE
+        )
+        for i, (content_hash, hit, array, error) in enumerate(prepared):
+            hashes[i] = content_hash
+            if error is not None:
+                failures[Path(paths[i])] = error
+            elif hit is not None:
+                outputs[i] = hit
+            else:
+                pending_idx.append(i)
+                pending_arr.append(array)
+                if len(pending_idx) == BATCH_SIZE:
+                    flush()
+            progress.advance()
+        flush()
+    ok = [i for i in range(n) if outputs[i] is not None]
+    stacked = np.stack([outputs[i] for i in ok]).astype(np.float32) if ok else np.zeros((0, out_dim), np.float32)
+    return Extraction(stacked, ok, failures, [hashes[i] for i in ok], computed)
+
+
+def load_crops(
+    paths: Sequence[Path], preprocessing: Preprocessing, transform: Transform | None = None
+) -> tuple[np.ndarray, list[int]]:
+    """The uint8 model inputs (N, H, W, 3) of the readable images, decoded on all cores, and their indices."""
+    with ThreadPoolExecutor(num_threads()) as pool:
+        prepared = list(
+            bounded_map(pool, lambda p: prepare_image(p, preprocessing, None, transform), paths, window=4 * BATCH_SIZE)
+        )
+    ok = [i for i, (_, _, array, _) in enumerate(prepared) if array is not None]
+    size = preprocessing.image_size
+    crops = np.stack([prepared[i][2] for i in ok]) if ok else np.zeros((0, size, size, 3), np.uint8)
+    return crops, ok

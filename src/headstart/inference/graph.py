@@ -1,0 +1,75 @@
+"""The networks headstart builds around a backbone: the new head, and one graph from uint8 crops
+to features, activations or probabilities (normalisation inside, so every export carries it)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..preprocessing import Normalize, Preprocessing
+
+
+def build_head(in_features: int, num_classes: int, hidden: tuple[int, ...] = (), dropout: float = 0.2) -> nn.Sequential:
+    """Dropout + Linear (the reference recipe), optionally with dense+ReLU layers before it."""
+    layers: list[nn.Module] = []
+    width = in_features
+    for h in hidden:
+        layers += [nn.Dropout(dropout), nn.Linear(width, h), nn.ReLU(inplace=True)]
+        width = h
+    layers += [nn.Dropout(dropout), nn.Linear(width, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def head_layout(head: nn.Sequential) -> dict:
+    """The `build_head` arguments that rebuild `head`: hidden widths and dropout."""
+    linears = [m for m in head if isinstance(m, nn.Linear)]
+    dropout = next((m.p for m in head if isinstance(m, nn.Dropout)), 0.0)
+    return {"hidden": [m.out_features for m in linears[:-1]], "dropout": dropout}
+
+
+class ModelGraph(nn.Module):
+    """uint8 RGB crops (N, H, W, 3) -> normalise -> `blocks` -> [pool -> [head -> softmax]].
+
+    With every block of a backbone it returns pooled features (N, D); with a head too,
+    probabilities (N, classes) at softmax temperature `temperature`; with `pool=False` and the
+    lower blocks only, their activations (fine-tuning caches those).
+    """
+
+    def __init__(
+        self,
+        preprocessing: Preprocessing,
+        blocks: Sequence[nn.Module],
+        head: nn.Module | None = None,
+        temperature: float = 1.0,
+        pool: bool = True,
+    ):
+        super().__init__()
+        self.normalize = Normalize(preprocessing)
+        self.blocks = nn.ModuleList(blocks)
+        self.head = head
+        self.temperature = float(temperature)
+        self.pool = pool
+
+    @classmethod
+    def features(cls, backbone: nn.Module, preprocessing: Preprocessing) -> ModelGraph:
+        return cls(preprocessing, backbone.blocks())
+
+    @classmethod
+    def classifier(
+        cls, backbone: nn.Module, head: nn.Module, preprocessing: Preprocessing, temperature: float = 1.0
+    ) -> ModelGraph:
+        return cls(preprocessing, backbone.blocks(), head, temperature)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(images)
+        for block in self.blocks:
+            x = block(x)
+        if not self.pool:
+            return x
+        x = x.mean((2, 3))
+        if self.head is None:
+            return x
+        logits = self.head(x)
+        return torch.softmax(logits / self.temperature if self.temperature != 1.0 else logits, dim=1)

@@ -1,0 +1,106 @@
+"""`Model`: what decides a trained classifier's predictions — backbone spec (and fine-tuned
+weights, if any), head, labels, preprocessing, softmax temperature — and how it runs them.
+
+A training run builds one, a bundle stores one, exports and evaluations take one;
+`headstart.Classifier` wraps one with its training record.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..backbones import BackboneSpec
+from ..preprocessing import Preprocessing
+from .features import FeatureExtractor
+from .graph import ModelGraph
+from .predictor import Predictor
+
+
+class Model(Predictor):
+    """A runnable trained classifier.
+
+    Args:
+        spec: the backbone's registry entry.
+        head: the trained head (features -> logits).
+        classes: label names, in the head's output order.
+        preprocessing: how pixels reach the backbone (defaults to the spec's).
+        temperature: softmax temperature (temperature scaling); 1 means none.
+        backbone: fine-tuned backbone weights; None runs the spec's pretrained ones.
+        weights: a user's copy of the pretrained weights file (runtime setting).
+        engine: "auto", "onnxruntime" or "torch" for the backbone (runtime setting).
+    """
+
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        head: nn.Sequential,
+        classes: list[str],
+        preprocessing: Preprocessing | None = None,
+        temperature: float = 1.0,
+        backbone: nn.Module | None = None,
+        weights: str | Path | None = None,
+        engine: str = "auto",
+    ):
+        self.spec = spec
+        self.head = head.eval()
+        self.classes = list(classes)
+        self.preprocessing = preprocessing or spec.preprocessing
+        self.temperature = float(temperature)
+        self.tuned_backbone = backbone.eval() if backbone is not None else None
+        self.weights, self.engine = weights, engine
+        self._extractor: FeatureExtractor | None = None
+
+    @property
+    def extractor(self) -> FeatureExtractor:
+        """Images -> features with this model's backbone (cached per recipe on disk)."""
+        if self._extractor is None:
+            self._extractor = FeatureExtractor(
+                self.spec,
+                self.weights,
+                backbone=self.tuned_backbone,
+                engine=self.engine,
+                preprocessing=self.preprocessing,
+            )
+        return self._extractor
+
+    def decision_function(self, features: np.ndarray) -> np.ndarray:
+        """Head outputs before the softmax (N, classes) from backbone features (N, feature_dim)."""
+        with torch.inference_mode():
+            return self.head(torch.from_numpy(np.asarray(features, np.float32))).numpy()
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, classes) from backbone features (N, feature_dim)."""
+        logits = self.decision_function(features)
+        z = logits / self.temperature - (logits / self.temperature).max(1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(1, keepdims=True)
+
+    def predict_arrays(self, crops: np.ndarray) -> np.ndarray:
+        return self.predict_proba(self.extractor.embed(crops))
+
+    def graph(self) -> ModelGraph:
+        """The whole model as one network: uint8 crops in, probabilities out (what exports hold)."""
+        return ModelGraph.classifier(self.extractor.backbone, self.head, self.preprocessing, self.temperature).eval()
+
+    def parts(self) -> dict:
+        """The constructor's arguments that rebuild this model."""
+        return {
+            "spec": self.spec,
+            "head": self.head,
+            "classes": self.classes,
+            "preprocessing": self.preprocessing,
+            "temperature": self.temperature,
+            "backbone": self.tuned_backbone,
+            "weights": self.weights,
+            "engine": self.engine,
+        }
+
+    def with_temperature(self, temperature: float) -> Model:
+        """The same model at another softmax temperature (calibration)."""
+        model = Model(**self.parts() | {"temperature": temperature})
+        model._extractor = self._extractor  # same backbone: keep its sessions
+        return model

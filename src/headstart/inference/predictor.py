@@ -1,0 +1,135 @@
+"""One interface for everything that labels images — a trained bundle, an exported ONNX file —
+and the predictions it returns."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data.images import collect_images
+from ..events import EventBus, Subscriber, as_bus
+from ..preprocessing import Preprocessing
+from .features import batched_inference
+
+PathLike = str | Path
+
+
+@dataclass
+class Prediction:
+    """The model's answer for one image."""
+
+    path: Path
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+
+    def top(self, k: int) -> list[tuple[str, float]]:
+        """The `k` most probable labels with their probabilities, most probable first."""
+        return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:k]
+
+
+@dataclass
+class Predictions:
+    """Predictions in input order, plus the inputs that could not be read, with reasons.
+
+    Iterate over it, index it, or take `labels`; `failures` maps each unreadable path to why.
+
+    Example:
+        >>> p = Predictions.from_probabilities(["cat", "dog"], [Path("a.jpg"), Path("b.jpg")], [1],
+        ...                                    np.array([[0.2, 0.8]]), {Path("a.jpg"): "empty file (0 bytes)"})
+        >>> p.labels, p[0].probability, list(p.failures.values())
+        (['dog'], 0.8, ['empty file (0 bytes)'])
+
+    Attributes:
+        classes: the predictor's labels.
+        items: one `Prediction` per readable image.
+        failures: unreadable inputs and why.
+    """
+
+    classes: list[str]
+    items: list[Prediction]
+    failures: dict[Path, str] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[Prediction]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Prediction:
+        return self.items[i]
+
+    @property
+    def labels(self) -> list[str]:
+        return [p.label for p in self.items]
+
+    @classmethod
+    def from_probabilities(
+        cls, classes: list[str], paths: list[Path], ok: list[int], probabilities: np.ndarray, failures: dict[Path, str]
+    ) -> Predictions:
+        """One Prediction per readable image (`ok` indexes `paths`; rows of `probabilities` follow it)."""
+        items = []
+        for i, p in zip(ok, probabilities):
+            best = int(p.argmax())
+            items.append(Prediction(paths[i], classes[best], float(p[best]), dict(zip(classes, map(float, p)))))
+        return cls(list(classes), items, failures)
+
+
+class Predictor(ABC):
+    """Anything that labels images: `headstart.load` returns one for a bundle or an exported file.
+
+    Implementations give `classes`, `preprocessing` and `predict_arrays`; `predict` (files,
+    folders, globs) is shared, so every predictor decodes and crops images the same way.
+
+    Attributes:
+        classes: the labels, in the order of the probability columns.
+        preprocessing: how images are resized and cropped before they reach the model.
+
+    Example:
+        >>> from PIL import Image
+        >>> predictor = headstart.train(ants_bees)          # a Classifier is a Predictor
+        >>> crops = np.stack([predictor.preprocessing(Image.open(p).convert("RGB"))
+        ...                   for p in sorted((ants_bees / "val" / "ants").iterdir())[:2]])
+        >>> crops.shape, predictor.predict_arrays(crops).shape
+        ((2, 224, 224, 3), (2, 2))
+        >>> predictor.predict(ants_bees / "val" / "ants").labels.count("ants") >= 4
+        True
+    """
+
+    classes: list[str]
+    preprocessing: Preprocessing
+
+    @abstractmethod
+    def predict_arrays(self, crops: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, classes) for uint8 RGB crops (N, H, W, 3), already resized and
+        centre-cropped as `preprocessing` says."""
+
+    def predict(
+        self, inputs: PathLike | Iterable[PathLike], on_event: EventBus | Subscriber | None = None
+    ) -> Predictions:
+        """Label image files, folders (searched recursively) or glob patterns.
+
+        Args:
+            inputs: one path or pattern, or several.
+            on_event: a subscriber (or bus) receiving the "predict" stage's progress events.
+
+        Returns:
+            Predictions in input order; unreadable inputs are in `failures` with the reason.
+        """
+        paths, failures = collect_images([inputs] if isinstance(inputs, (str, Path)) else inputs)
+        result = batched_inference(
+            paths,
+            self.preprocessing,
+            self.predict_arrays,
+            len(self.classes),
+            events=as_bus(on_event),
+            stage="predict",
+            description="Predicting",
+        )
+        return Predictions.from_probabilities(
+            self.classes, paths, result.ok, result.features, failures | result.failures
+        )

@@ -1,0 +1,97 @@
+"""Running networks fast on a CPU: onnxruntime sessions, ONNX export, batching and worker threads."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..fsutil import default_mode
+
+BATCH_SIZE = 32
+
+
+def num_threads() -> int:
+    """CPU cores this process may use."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def export_onnx(module: nn.Module, path: Path, image_size: int, output_name: str = "features") -> None:
+    """Export `module` (uint8 images -> one tensor) to ONNX with a dynamic batch axis, atomically."""
+    module = module.eval()
+    example = torch.zeros(1, image_size, image_size, 3, dtype=torch.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            # The TorchScript exporter takes ~1 s here against ~13 s for the dynamo one, same graph speed.
+            torch.onnx.export(
+                module,
+                (example,),
+                tmp,
+                input_names=["images"],
+                output_names=[output_name],
+                dynamic_axes={"images": {0: "batch"}, output_name: {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
+        os.chmod(tmp, default_mode())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        module.eval()  # the exporter restores the wrapper's *previous* mode recursively; make sure it is eval
+
+
+def ort_session(path: Path, spinning: bool = False):
+    """An onnxruntime CPU session on all cores. Spinning (busy-waiting) workers cut single-image
+    latency (4.8 vs 5.7 ms p50 here) but slow the decode pipeline by ~9%, so it is off by default."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_runner(path: Path, spinning: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    """A function running an ONNX file whose one input is `images` on a batch."""
+    session = ort_session(path, spinning)
+    return lambda batch: session.run(None, {"images": batch})[0]
+
+
+def state_fingerprint(module: nn.Module) -> str:
+    """A short hash of a module's weights: tells a fine-tuned backbone from another."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def run_batched(infer: Callable[[np.ndarray], np.ndarray], crops: np.ndarray, size: int = BATCH_SIZE) -> np.ndarray:
+    """`infer` over `crops` in batches of `size`, outputs concatenated."""
+    return np.concatenate([infer(crops[i : i + size]) for i in range(0, len(crops), size)])
+
+
+def bounded_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, window: int) -> Iterator:
+    """Like pool.map, in order, but with at most `window` results pending at a time."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()

@@ -1,0 +1,359 @@
+"""`TrainingRun`: training as named steps a caller can drive one by one.
+
+    scan -> extract -> group -> train_head -> fine_tune -> calibrate -> describe -> save
+
+Each step runs the earlier ones it needs first, and runs once. Every step reports through the
+run's events; `cancel()` (or a subscriber raising `Cancelled`) stops it the way Ctrl-C does, with
+the last finished epoch checkpointed for `resume=True`. The finished model is built once, by
+`calibrate`; nothing is mutated half-built.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ..backbones import get_backbone
+from ..bundle import save_model
+from ..data.dataset import Dataset, scan
+from ..data.labelled import DataSummary
+from ..data.remote import resolve_data
+from ..errors import HeadstartError
+from ..evaluation.calibration import expected_calibration_error, fit_temperature
+from ..evaluation.evaluation import Evaluation
+from ..evaluation.leakage import LeakageReport, check_leakage, group_near_duplicates
+from ..events import Subscriber
+from ..hparams import HParams
+from ..inference.features import Extraction, FeatureExtractor
+from ..inference.graph import build_head
+from ..inference.model import Model
+from ..progress import event_bus
+from ..provenance import environment
+from .checkpoint import Checkpoints
+from .head import fit_head
+from .record import Calibration, History, TrainingRecord
+
+STEPS = ("scan", "extract", "group", "train_head", "fine_tune", "calibrate", "describe", "save")
+
+
+@dataclass
+class DatasetFeatures:
+    """Backbone features of every sample of a dataset (unreadable files dropped from it)."""
+
+    extraction: Extraction
+    rows: dict[Path, int]  # image path -> row of extraction.features
+    seconds: float
+
+    @classmethod
+    def extract(cls, extractor: FeatureExtractor, dataset: Dataset, events) -> DatasetFeatures:
+        started = time.perf_counter()
+        paths = [s.path for s in dataset.samples]
+        extraction = extractor.extract(paths, events=events)
+        return cls(extraction, {paths[i]: row for row, i in enumerate(extraction.ok)}, time.perf_counter() - started)
+
+    def of(self, samples: list) -> np.ndarray:
+        return self.extraction.features[[self.rows[s.path] for s in samples]]
+
+    def by_split(self, dataset: Dataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """(features, labels) per non-empty split."""
+        return {
+            split: (self.of(samples), np.array([s.label for s in samples], dtype=np.int64))
+            for split in ("train", "val", "test")
+            if (samples := dataset.split(split))
+        }
+
+    def leakage(self, dataset: Dataset, threshold: float, history: History) -> LeakageReport:
+        samples = dataset.samples
+        hashes = [self.extraction.hashes[self.rows[s.path]] for s in samples]
+        return check_leakage(
+            [str(s.path) for s in samples],
+            [s.split for s in samples],
+            self.of(samples),
+            hashes,
+            threshold,
+            history.to_dict(),
+        )
+
+
+def step(method):
+    """A named step: runs the earlier steps it needs first, runs once, reports as an event stage."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def run_step(self: TrainingRun):
+        if name in self.done:
+            return
+        for earlier in STEPS[: STEPS.index(name)]:
+            if earlier not in self.done:
+                getattr(self, earlier)()
+        method(self)
+        self.done.append(name)
+
+    return run_step
+
+
+class TrainingRun:
+    """One training of a classifier on a folder of images.
+
+    Args:
+        data: an image folder (one sub-folder per class, or train/ val/ test/) or a named dataset.
+        hparams: training settings (defaults: `HParams()`).
+        out: the bundle folder to save to; checkpoints go beside it (`<out>.checkpoint/`).
+        weights: a user's copy of the backbone's weights file.
+        engine: backbone runtime for extraction: "auto", "onnxruntime" or "torch".
+        resume: continue the interrupted run of `out` from its last finished epoch.
+        on_event: a subscriber receiving every step's events (see `headstart.events`).
+        quiet: draw no progress bars.
+
+    Example:
+        >>> run = TrainingRun(ants_bees, HParams(epochs=20), out=tmp / "model")
+        >>> run.extract()                     # scans first, then extracts (cached) features
+        >>> run.done, len(run.dataset.samples)
+        (['scan', 'extract'], 36)
+        >>> run.describe()                    # ... and so on, up to any step
+        >>> run.model.classes, run.record.evaluated_on, (tmp / "model").exists()
+        (['ants', 'bees'], 'val', False)
+        >>> run.run().done[-1], (tmp / "model" / "model.json").exists()
+        ('save', True)
+    """
+
+    def __init__(
+        self,
+        data: str | Path,
+        hparams: HParams | None = None,
+        *,
+        out: str | Path | None = None,
+        weights: str | Path | None = None,
+        engine: str = "auto",
+        resume: bool = False,
+        on_event: Subscriber | None = None,
+        quiet: bool = False,
+    ):
+        self.data, self.hp, self.out, self.weights, self.engine, self.resume = (
+            data,
+            hparams or HParams(),
+            out,
+            weights,
+            engine,
+            resume,
+        )
+        if resume and out is None:
+            raise HeadstartError("--resume needs --out: the folder of the run to continue")
+        self.events = event_bus(on_event, quiet)
+        self.spec = get_backbone(self.hp.backbone)
+        self.spec.weights_path(weights)  # fail early, before scanning, if weights are missing
+        self.extractor = FeatureExtractor(self.spec, weights, engine=engine)
+        self.started = time.perf_counter()
+        self.done: list[str] = []
+        self.dataset: Dataset | None = None
+        self.features: DatasetFeatures | None = None  # pretrained features of every sample
+        self.final: DatasetFeatures | None = None  # the final model's (differ after fine-tuning)
+        self.checkpoints: Checkpoints | None = None
+        self.head = None
+        self.history: History | None = None
+        self.tuned_backbone = None
+        self.fine_tune_history: History | None = None
+        self.model: Model | None = None
+        self.record: TrainingRecord | None = None
+
+    def cancel(self) -> None:
+        """Stop at the next event, from any thread; the last finished epoch stays resumable."""
+        self.events.cancel()
+
+    def run(self) -> TrainingRun:
+        """Every step not yet run, in order."""
+        for name in STEPS:
+            getattr(self, name)()
+        return self
+
+    @step
+    def scan(self) -> None:
+        """Find classes and images and split them (stratified, seeded, grouped by name if asked)."""
+        hp = self.hp
+        self.dataset = scan(
+            resolve_data(self.data, self.events),
+            hp.val_fraction,
+            hp.test_fraction,
+            hp.seed,
+            group_by=hp.group_by,
+            events=self.events,
+        )
+
+    @step
+    def extract(self) -> None:
+        """Backbone features of every image (cached); unreadable files leave the dataset, listed."""
+        self.features = DatasetFeatures.extract(self.extractor, self.dataset, self.events)
+        self.dataset.drop(self.features.extraction.failures)
+
+    @step
+    def group(self) -> None:
+        """With group_by="auto": redraw the splits so near-duplicate clusters stay whole."""
+        with self.events.stage("group", 1, description="Grouping near-duplicates") as progress:
+            if self.hp.group_by == "auto":
+                samples = self.dataset.samples
+                groups = group_near_duplicates(self.features.of(samples), self.hp.near_duplicate_threshold)
+                self.dataset.regroup({s.path: int(g) for s, g in zip(samples, groups)})
+            progress.advance()
+
+    @step
+    def train_head(self) -> None:
+        """Stage 1 on the cached features (plus augmented views if asked), checkpointed every epoch."""
+        hp, dataset = self.hp, self.dataset
+        self.checkpoints = Checkpoints(self.out, hp, dataset, self.data, self.resume)
+        saved = self.checkpoints.saved or {}
+        if saved.get("stage1_done"):
+            self.head = build_head(self.spec.feature_dim, len(dataset.classes), hp.hidden, hp.dropout)
+            self.head.load_state_dict(saved["stage1"]["head"])
+            self.history = History.from_dict(saved["stage1"]["history"])
+            return
+        split = self.features.by_split(dataset)
+        (x_train, y_train), (x_val, y_val) = split["train"], split.get("val", (None, None))
+        if hp.views:
+            x_train, y_train = self._with_views(x_train, y_train)
+        with self.checkpoints.interruptible():
+            self.head, self.history = fit_head(
+                x_train,
+                y_train,
+                x_val,
+                y_val,
+                len(dataset.classes),
+                hp,
+                self.events,
+                on_epoch=self.checkpoints.stage1_epoch,
+                resume=saved.get("stage1"),
+            )
+        self.checkpoints.stage1_done(self.head, self.history)
+
+    def _with_views(self, x_train: np.ndarray, y_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Training features plus those of `views` augmented crops of every training image (cached per view)."""
+        from ..data.augment import rng_for
+
+        hp, augmentation, preprocessing = self.hp, self.hp.augmentation(), self.extractor.preprocessing
+        if augmentation is None:
+            raise HeadstartError("--views needs augmentation: add --augment light (or strong)")
+        paths = [s.path for s in self.dataset.split("train")]
+        xs, ys = [x_train], [y_train]
+        for view in range(hp.views):
+            transform = lambda image, h, v=view: augmentation(image, preprocessing, rng_for(hp.seed, h, v))  # noqa: E731
+            extraction = self.extractor.extract(
+                paths,
+                events=self.events,
+                stage="views",
+                description=f"Augmented view {view + 1}/{hp.views}",
+                transform=transform,
+                cache_tag=f"-aug{augmentation.fingerprint}-s{hp.seed}-v{view}",
+            )
+            xs.append(extraction.features)
+            ys.append(y_train[extraction.ok])
+        return np.concatenate(xs), np.concatenate(ys)
+
+    @step
+    def fine_tune(self) -> None:
+        """Stage 2 (when hparams.fine_tune is set); keeps the tuned backbone only if it beat stage 1."""
+        if not self.hp.fine_tune:
+            return
+        from .finetune import FineTuneStage, fine_tune
+
+        train, val = self.dataset.split("train"), self.dataset.split("val")
+        if not val:
+            raise HeadstartError("fine-tuning needs a validation split for early stopping; set --val-fraction > 0")
+        saved = self.checkpoints.saved or {}
+        with self.checkpoints.interruptible():
+            stage = FineTuneStage(
+                copy.deepcopy(self.extractor.backbone),
+                copy.deepcopy(self.head),
+                self.extractor.preprocessing,
+                ([s.path for s in train], np.array([s.label for s in train])),
+                ([s.path for s in val], np.array([s.label for s in val])),
+                self.hp,
+                self.hp.augmentation(),
+            )
+            resume = saved.get("stage2")
+            backbone, head, self.fine_tune_history = fine_tune(
+                stage, self.events, self.checkpoints.stage2_epoch, resume
+            )
+        if self.fine_tune_history.best_epoch > 0:
+            self.tuned_backbone, self.head = backbone, head
+
+    @step
+    def calibrate(self) -> None:
+        """Build the model; with hparams.calibrate, fit its softmax temperature on validation."""
+        model = Model(
+            self.spec,
+            self.head,
+            self.dataset.classes,
+            self.extractor.preprocessing,
+            backbone=self.tuned_backbone,
+            weights=self.weights,
+            engine=self.engine,
+        )
+        if self.tuned_backbone is None:
+            self.final = self.features
+        else:  # the tuned backbone sees the images differently: its own features (cached under its own key)
+            self.final = DatasetFeatures.extract(model.extractor, self.dataset, self.events)
+        with self.events.stage("calibrate", 1, description="Calibrating") as progress:
+            split = self.final.by_split(self.dataset)
+            if self.hp.calibrate and "val" in split:
+                model = model.with_temperature(
+                    fit_temperature(model.decision_function(split["val"][0]), split["val"][1])
+                )
+            progress.advance(temperature=model.temperature)
+        self.model = model
+
+    @step
+    def describe(self) -> None:
+        """Measure the model on every split and write the training record."""
+        with self.events.stage("describe", 1, description="Measuring") as progress:
+            dataset, hp = self.dataset, self.hp
+            evaluations = {
+                split: Evaluation.from_features(
+                    self.model, [s.path for s in dataset.split(split)], y, x, split, dataset.root
+                )
+                for split, (x, y) in self.final.by_split(dataset).items()
+            }
+            evaluated_on = next(s for s in ("test", "val", "train") if s in evaluations)
+            held_out = evaluations[evaluated_on]
+            uncalibrated = held_out.uncalibrated if held_out.uncalibrated is not None else held_out.probabilities
+            # Leakage is judged on the pretrained features: fine-tuned ones were fitted to these very images.
+            extraction = self.features.extraction
+            self.record = TrainingRecord(
+                hparams=hp,
+                data=DataSummary.of(dataset),
+                leakage=self.features.leakage(dataset, hp.near_duplicate_threshold, self.history),
+                history=self.history,
+                fine_tune=self.fine_tune_history,
+                evaluated_on=evaluated_on,
+                metrics=held_out.metrics,
+                splits={split: ev.metrics for split, ev in evaluations.items()},
+                calibration=Calibration(
+                    temperature=self.model.temperature,
+                    ece=held_out.expected_calibration_error,
+                    ece_uncalibrated=expected_calibration_error(held_out.labels, uncalibrated),
+                ),
+                timings={
+                    "feature_extraction_s": round(self.features.seconds, 3),
+                    "images_computed": extraction.computed,
+                    "images_from_cache": len(extraction.ok) - extraction.computed,
+                    "head_training_s": round(self.history.seconds, 3),
+                    "total_s": round(time.perf_counter() - self.started, 3),
+                },
+                created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                environment=environment(),
+            )
+            progress.advance(accuracy=held_out.metrics.accuracy)
+
+    @step
+    def save(self) -> None:
+        """Write the bundle to `out` (if given) and drop the checkpoint it supersedes."""
+        if self.out is None:
+            return
+        with self.events.stage("save", 1, description="Saving") as progress:
+            save_model(self.out, self.model, self.record)
+            self.checkpoints.discard()
+            progress.advance()

@@ -1,0 +1,129 @@
+"""The shape of the code: no import cycles, small modules, a documented public API, a CLI that
+starts without torch."""
+
+import ast
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import headstart
+
+PACKAGE = Path(headstart.__file__).parent
+MAX_MODULE_LINES = 400
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, modules: set[str]) -> set[str]:
+    """Every headstart module `path` imports, anywhere in the file (lazy and type-only imports too)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            # `from . import x` may name a module; `from .m import y` names module m.
+            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        else:
+            continue
+        found |= {t for t in targets if t in modules and t != name}
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: imported_modules(path, set(files)) for name, path in files.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt, [*path, nxt])):
+                return cycle
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start, [start])):
+            return cycle
+    return None
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = import_graph()
+    graph.pop("headstart")  # the package facade re-exports the API lazily; nothing imports it back
+    assert len(graph) > 30 and graph["headstart.classifier"]  # the walk sees the package
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_export_and_report_never_reach_the_classifier():
+    graph = import_graph()
+    reached, todo = set(), ["headstart.export", "headstart.report"]
+    while todo:
+        for nxt in graph[todo.pop()] - reached:
+            reached.add(nxt)
+            todo.append(nxt)
+    assert "headstart.classifier" not in reached and "headstart.cli" not in reached
+
+
+def test_modules_stay_small():
+    sizes = {module_name(p): len(p.read_text("utf-8").splitlines()) for p in PACKAGE.rglob("*.py")}
+    assert {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES} == {}
+
+
+PUBLIC_API = [
+    headstart.train,
+    headstart.load,
+    headstart.Classifier,
+    headstart.Classifier.train,
+    headstart.Classifier.export,
+    headstart.Predictor,
+    headstart.Predictions,
+    headstart.Evaluation,
+    headstart.HParams,
+    headstart.TrainingRun,
+]
+
+
+@pytest.mark.parametrize("member", PUBLIC_API, ids=lambda m: m.__qualname__)
+def test_public_api_is_documented_with_a_runnable_example(member):
+    doc = inspect.getdoc(member) or ""
+    assert ">>> " in doc and "# doctest: +SKIP" not in doc, "an example that runs (the doctests run it)"
+    if inspect.isfunction(member) or inspect.ismethod(member):
+        assert "Args:" in doc and "Returns:" in doc
+    else:
+        assert "Args:" in doc or "Attributes:" in doc
+
+
+def test_export_module_function_is_documented():
+    from headstart.export import export
+
+    doc = inspect.getdoc(export)
+    assert "Args:" in doc and "Returns:" in doc and ">>> " in doc
+
+
+def test_cli_starts_without_importing_torch():
+    code = "import sys; from headstart.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

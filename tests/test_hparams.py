@@ -1,0 +1,103 @@
+"""HParams: validation, the dict round trip, and the command line generated from it."""
+
+import pytest
+
+from headstart.errors import HeadstartError
+from headstart.hparams import HParams
+
+
+def test_invalid_hyperparameters_are_user_errors():
+    with pytest.raises(HeadstartError, match="invalid dropout"):
+        HParams(dropout=1.5)
+    with pytest.raises(HeadstartError, match="invalid class_weights"):
+        HParams(class_weights="sometimes")
+
+
+# A value other than the default for every field, as the command line would write it.
+NON_DEFAULT = {
+    "backbone": "efficientnet_lite0",
+    "hidden": "64,32",
+    "dropout": "0.3",
+    "epochs": "7",
+    "batch_size": "16",
+    "learning_rate": "0.002",
+    "weight_decay": "0.01",
+    "label_smoothing": "0.1",
+    "patience": "3",
+    "class_weights": "auto",
+    "calibrate": None,
+    "seed": "7",
+    "augment": "light",
+    "views": "2",
+    "flip": None,
+    "aug_scale": "0.5",
+    "aug_rotation": "5",
+    "aug_color": "0.2",
+    "fine_tune": "all",
+    "fine_tune_epochs": "3",
+    "fine_tune_lr": "0.0003",
+    "fine_tune_patience": "2",
+    "warmup_epochs": "0",
+    "grad_clip": "2.0",
+    "precision": "bf16",
+    "val_fraction": "0.2",
+    "test_fraction": "0.15",
+    "group_by": "auto",
+    "near_duplicate_threshold": "0.8",
+}
+
+
+def flag_of(f) -> str:
+    return f.metadata["cli"]["flag"] or "--" + f.name.replace("_", "-")
+
+
+def test_every_field_has_a_flag_with_help_in_its_group():
+    from dataclasses import fields
+
+    from headstart.cli import build_parser
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    actions = {a.dest: a for a in train._actions}
+    groups = {a.dest: g.title for g in train._action_groups for a in g._group_actions}
+    for f in fields(HParams):
+        assert f.name in actions, f"HParams.{f.name} has no flag"
+        assert flag_of(f) in actions[f.name].option_strings and actions[f.name].help
+        assert groups[f.name] == f.metadata["cli"]["group"]
+    assert set(NON_DEFAULT) == {f.name for f in fields(HParams)}  # this test knows every field
+
+
+def test_non_default_flags_round_trip_through_model_json(colour_folder, tmp_path):
+    from dataclasses import fields
+
+    import headstart
+    from headstart.cli import build_parser, hparams_from_args
+
+    argv = ["train", "data"]
+    for f in fields(HParams):
+        argv += [flag_of(f)] + ([NON_DEFAULT[f.name]] if NON_DEFAULT[f.name] is not None else [])
+    hp = hparams_from_args(build_parser().parse_args(argv))
+    assert all(getattr(hp, f.name) != f.default for f in fields(HParams))
+    assert hp.hidden == (64, 32) and hp.fine_tune == "all" and hp.flip is False and hp.calibrate is True
+
+    clf = headstart.train(colour_folder, epochs=2, quiet=True)
+    clf.record.hparams = hp
+    reloaded = headstart.load(clf.save(tmp_path / "m"))
+    assert reloaded.hparams == hp
+
+
+def test_a_bad_flag_value_is_a_usage_error(capsys):
+    from headstart.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "data", "--hidden", "64,wide"])
+    assert exit_info.value.code == 2
+    assert "expected comma-separated layer widths like 512,256, got '64,wide'" in capsys.readouterr().err
+
+
+def test_replace_checks_names_and_values():
+    hp = HParams().replace(epochs=5, hidden=[8])
+    assert hp.epochs == 5 and hp.hidden == (8,)
+    with pytest.raises(HeadstartError, match="unknown training setting 'epoch'"):
+        HParams().replace(epoch=5)
+    with pytest.raises(HeadstartError, match="invalid epochs: 0"):
+        HParams().replace(epochs=0)
