@@ -25,6 +25,7 @@ from .fsutil import recover, staged_directory
 from .inference.graph import build_head, head_layout
 from .inference.model import Model
 from .preprocessing import Preprocessing
+from .provenance import environment
 from .training.record import TrainingRecord
 
 FORMAT = "headstart-bundle"
@@ -109,6 +110,7 @@ def save_model(directory: str | Path, model: Model, record: TrainingRecord) -> P
         **record.to_dict(),
     }
     meta["calibration"] = meta.get("calibration", {}) | {"temperature": model.temperature}
+    meta["environment"] = record.environment or environment()  # where it was trained, kept through re-saves
     tensors = {f"head.{k}": v for k, v in model.head.state_dict().items()}
     if model.tuned_backbone is not None:  # fine-tuned: the whole backbone travels with the bundle
         tensors |= {f"backbone.{k}": v for k, v in model.tuned_backbone.state_dict().items()}

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
 from .bundle import load_model, save_model
 from .data.labelled import LabelledImages, labelled_folder
@@ -20,9 +19,13 @@ from .inference.exported import ExportedModel
 from .inference.model import Model
 from .inference.predictor import Predictor
 from .progress import event_bus
-from .report import Report, write_report
 from .training.record import TrainingRecord
 from .training.run import TrainingRun
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .report import Report
 
 PathLike = str | Path
 
@@ -158,6 +161,8 @@ class Classifier(Model):
         """Write curves, confusion matrix, mistakes, calibration, embedding, per_class.csv and a
         self-contained report.html into `directory` (a temporary folder if None), evaluated on
         `data` or the held-out split; in a notebook the result displays inline."""
+        from .report import write_report  # matplotlib: loaded only when a report is written
+
         events = event_bus(on_event, quiet)
         evaluation = self.evaluate(data, on_event=events)
         return write_report(evaluation, self.record, directory or tempfile.mkdtemp(prefix="headstart-report-"), events)

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from ..data.labelled import LabelledImages
 from ..events import EventBus
 from ..inference.model import Model
 from ..preprocessing import Preprocessing
-from . import plots
 from .calibration import expected_calibration_error, softmax
 from .metrics import Metrics, compute_metrics
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# The plots load matplotlib (~0.6 s) when first drawn, not when training merely measures a model.
 
 
 @dataclass
@@ -132,16 +136,24 @@ class Evaluation:
         return self.metrics.per_class_rows()
 
     def plot_confusion(self) -> Figure:
+        from . import plots
+
         return plots.plot_confusion(self.metrics, f"Confusion matrix, {self.split} split")
 
     def plot_calibration(self) -> Figure:
+        from . import plots
+
         return plots.plot_calibration(self.labels, self.probabilities, self.uncalibrated)
 
     def plot_mistakes(self) -> Figure:
         """The most confident mistakes and least confident right answers, as the model saw them."""
+        from . import plots
+
         return plots.plot_mistakes(
             self.paths, self.labels, self.probabilities, self.classes, self.preprocessing, self.split
         )
 
     def plot_embedding(self) -> Figure:
+        from . import plots
+
         return plots.plot_embedding(self.features, self.labels, self.probabilities, self.classes, self.split)

@@ -89,7 +89,7 @@ class TrainingRecord:
     calibration: Calibration = field(default_factory=Calibration)
     timings: dict[str, float] = field(default_factory=dict)
     created: str = ""
-    environment: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)  # filled when the model is first saved
 
     @property
     def skipped(self) -> dict[str, str]:
@@ -117,7 +117,7 @@ class TrainingRecord:
             "splits": {split: m.to_dict() for split, m in self.splits.items()},
             "timings": self.timings,
             "created": self.created,
-            "environment": self.environment,
+            "environment": self.environment or None,
         }
         return {k: v for k, v in out.items() if v is not None}
 

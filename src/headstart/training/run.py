@@ -34,7 +34,6 @@ from ..inference.features import Extraction, FeatureExtractor
 from ..inference.graph import build_head
 from ..inference.model import Model
 from ..progress import event_bus
-from ..provenance import environment
 from .checkpoint import Checkpoints
 from .head import fit_head
 from .record import Calibration, History, TrainingRecord
@@ -344,7 +343,6 @@ class TrainingRun:
                     "total_s": round(time.perf_counter() - self.started, 3),
                 },
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                environment=environment(),
             )
             progress.advance(accuracy=held_out.metrics.accuracy)
 
