@@ -2,13 +2,14 @@
 
 Every long step (scanning a folder, extracting features, each epoch of each training stage,
 evaluation, export, report) runs inside `EventBus.stage(...)`, which emits a `start` event, a
-`progress` event per unit of work (images, epochs) and an `end` event. Subscribers are plain
-callables: the terminal's progress bars are one (`headstart.progress.ProgressBars`), a notebook
-callback or a web page another. With no subscriber nothing is drawn.
+`progress` event per unit of work (images, epochs) and an `end` event, also when the work fails or
+is cancelled (its `status` says which). Subscribers are plain callables: the terminal's progress
+bars are one (`headstart.progress.ProgressBars`), a notebook callback or a web page another. With
+no subscriber nothing is drawn.
 
 A subscriber may stop the work: it raises `Cancelled`, or anyone calls `EventBus.cancel()` (from
-any thread); the next event raises `Cancelled` inside the work, which a training run treats as it
-treats Ctrl-C: the last finished epoch stays checkpointed and can be resumed.
+any thread) and the next `progress` event raises `Cancelled` inside the work. A training run treats
+it as it treats Ctrl-C: the last finished epoch stays checkpointed and can be resumed.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class EventBus:
     def emit(self, event: Event) -> None:
         for subscriber in self.subscribers:
             subscriber(event)
-        if self._cancel.is_set() and event.kind != "end":
+        if self._cancel.is_set() and event.kind == "progress":  # so that every stage that started also ends
             raise Cancelled()
 
     @contextmanager
