@@ -3,7 +3,7 @@
 import pytest
 
 from headstart.errors import HeadstartError
-from headstart.hparams import HParams
+from headstart.hparams import HParams, cli_flag
 
 
 def test_invalid_hyperparameters_are_user_errors():
@@ -47,10 +47,6 @@ NON_DEFAULT = {
 }
 
 
-def flag_of(f) -> str:
-    return f.metadata["cli"]["flag"] or "--" + f.name.replace("_", "-")
-
-
 def test_every_field_has_a_flag_with_help_in_its_group():
     from dataclasses import fields
 
@@ -61,7 +57,7 @@ def test_every_field_has_a_flag_with_help_in_its_group():
     groups = {a.dest: g.title for g in train._action_groups for a in g._group_actions}
     for f in fields(HParams):
         assert f.name in actions, f"HParams.{f.name} has no flag"
-        assert flag_of(f) in actions[f.name].option_strings and actions[f.name].help
+        assert cli_flag(f) in actions[f.name].option_strings and actions[f.name].help
         assert groups[f.name] == f.metadata["cli"]["group"]
     assert set(NON_DEFAULT) == {f.name for f in fields(HParams)}  # this test knows every field
 
@@ -74,7 +70,7 @@ def test_non_default_flags_round_trip_through_model_json(colour_folder, tmp_path
 
     argv = ["train", "data"]
     for f in fields(HParams):
-        argv += [flag_of(f)] + ([NON_DEFAULT[f.name]] if NON_DEFAULT[f.name] is not None else [])
+        argv += [cli_flag(f)] + ([NON_DEFAULT[f.name]] if NON_DEFAULT[f.name] is not None else [])
     hp = hparams_from_args(build_parser().parse_args(argv))
     assert all(getattr(hp, f.name) != f.default for f in fields(HParams))
     assert hp.hidden == (64, 32) and hp.fine_tune == "all" and hp.flip is False and hp.calibrate is True

@@ -16,7 +16,7 @@ from rich.table import Table
 from .errors import HeadstartError
 from .events import Cancelled
 from .formats import FORMATS
-from .hparams import HParams
+from .hparams import HParams, cli_flag
 from .version import __version__
 
 out = Console(highlight=False, soft_wrap=True)  # never break a path or a message in two
@@ -47,12 +47,13 @@ def _argument_type(parse):
 
 
 def add_hparams_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per `HParams` field, in the groups, with the help, the field declares."""
+    """One flag per `HParams` field, with the group and help text the field declares."""
     groups: dict[str, argparse._ArgumentGroup] = {}
     for f in fields(HParams):
         cli = f.metadata["cli"]
-        group = groups.get(cli["group"]) or groups.setdefault(cli["group"], parser.add_argument_group(cli["group"]))
-        flag = cli["flag"] or "--" + f.name.replace("_", "-")
+        if cli["group"] not in groups:
+            groups[cli["group"]] = parser.add_argument_group(cli["group"])
+        group, flag = groups[cli["group"]], cli_flag(f)
         if isinstance(f.default, bool):
             group.add_argument(flag, dest=f.name, action="store_false" if f.default else "store_true", help=cli["help"])
             continue

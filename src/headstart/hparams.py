@@ -6,7 +6,7 @@ from this class: a new field is a new flag, and nothing is declared twice.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any
 
 from .errors import HeadstartError
@@ -25,6 +25,11 @@ def knob(
     """A field with its command line: `flag` defaults to --field-name, `type` to the default's type."""
     cli = {"help": help, "group": group, "flag": flag, "type": type, "choices": choices, "metavar": metavar}
     return field(default=default, metadata={"cli": cli})
+
+
+def cli_flag(f: Field) -> str:
+    """The command-line flag of an HParams field: its declared one, else --field-name."""
+    return f.metadata["cli"]["flag"] or "--" + f.name.replace("_", "-")
 
 
 def parse_widths(text: str) -> tuple[int, ...]:
