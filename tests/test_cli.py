@@ -140,3 +140,13 @@ def test_class_imbalance_is_reported_with_the_fix(tmp_path):
     )
     assert "imbalanced" not in balanced.stderr
     assert json.loads((tmp_path / "b" / "model.json").read_text())["hparams"]["class_weights"] == "auto"
+
+
+def test_output_piped_into_head_is_not_an_error(trained, hymenoptera):
+    out, _ = trained
+    command = [sys.executable, "-m", "headstart", "predict", str(out), str(hymenoptera / "val"), "--format", "csv"]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert run.stdout.readline().startswith("path,label,probability")
+    run.stdout.close()  # what `| head -1` does
+    assert run.wait(timeout=120) == 0
+    assert "Traceback" not in run.stderr.read()
