@@ -98,5 +98,6 @@ def test_run_cancel_stops_at_the_next_event_and_resumes(small_hymenoptera, tmp_p
         run.run()
     assert "train_head" not in run.done and run.model is None
     resumed = TrainingRun(small_hymenoptera, hp, out=tmp_path / "m", resume=True, quiet=True).run()
+    assert resumed.model.extractor is resumed.extractor  # training's onnxruntime session serves the model
     assert resumed.record.history.val_loss == straight.record.history.val_loss
     assert resumed.record.metrics == straight.record.metrics

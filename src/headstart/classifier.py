@@ -59,9 +59,7 @@ class Classifier(Model):
     @classmethod
     def of(cls, model: Model, record: TrainingRecord) -> Classifier:
         """`model` with its training record."""
-        clf = cls(record, **model.parts())
-        clf._extractor = model._extractor  # keep its onnxruntime session
-        return clf
+        return cls(record, **model.parts(), extractor=model.extractor)
 
     def __repr__(self) -> str:
         metrics = self.record.metrics

@@ -78,7 +78,7 @@ def hparams_from_args(args: argparse.Namespace) -> HParams:
 def _events(args):
     from .progress import event_bus
 
-    return event_bus(quiet=getattr(args, "quiet", False))
+    return event_bus(quiet=args.quiet)
 
 
 def cmd_train(args) -> int:

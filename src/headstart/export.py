@@ -22,7 +22,7 @@ from torch import nn
 
 from .data.labelled import LabelledImages
 from .errors import HeadstartError
-from .events import EventBus
+from .events import EventBus, as_bus
 from .formats import FORMATS, SUFFIX
 from .fsutil import default_mode
 from .inference.exported import METADATA_KEY
@@ -261,7 +261,7 @@ def export(
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     staged = staging / target.name
     try:
-        with (events or EventBus()).stage("export", 2, "steps", f"Exporting {fmt}") as progress:
+        with as_bus(events).stage("export", 2, "steps", f"Exporting {fmt}") as progress:
             writers[fmt](net, staged, model, fmt)
             progress.advance()
             verification = verify(

@@ -20,7 +20,7 @@ from .errors import HeadstartError
 from .evaluation import plots
 from .evaluation.evaluation import Evaluation
 from .evaluation.metrics import Metrics
-from .events import EventBus
+from .events import EventBus, as_bus
 from .provenance import environment
 from .training.record import TrainingRecord
 
@@ -73,7 +73,7 @@ def write_report(
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     figures = _figures(evaluation, record)
-    with (events or EventBus()).stage("report", len(figures) + 1, "files", "Writing the report") as progress:
+    with as_bus(events).stage("report", len(figures) + 1, "files", "Writing the report") as progress:
         images: dict[str, bytes] = {}
         files: dict[str, Path] = {}
         for name, fig in figures.items():

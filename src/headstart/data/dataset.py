@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import HeadstartError
-from ..events import EventBus, StageProgress
+from ..events import EventBus, StageProgress, as_bus
 from .images import is_image_path, walk_files
 
 SPLITS = ("train", "val", "test")
@@ -135,7 +135,7 @@ def scan(
     root = Path(root).expanduser()
     if not root.is_dir():
         raise HeadstartError(f"{root}: no such folder")
-    with (events or EventBus()).stage("scan", unit="files", description=f"Scanning {root.name}") as progress:
+    with as_bus(events).stage("scan", unit="files", description=f"Scanning {root.name}") as progress:
         return _scan(root, val_fraction, test_fraction, seed, pattern, progress)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import HeadstartError
-from ..events import EventBus
+from ..events import EventBus, as_bus
 from ..fsutil import cache_root, sha256_file
 
 
@@ -82,7 +82,7 @@ def fetch(dataset: RemoteDataset, dest: Path | None = None, events: EventBus | N
     for archive in dataset.archives:
         zip_path = dest / f"{archive.split}.zip"
         if not (zip_path.exists() and sha256_file(zip_path) == archive.sha256):
-            _download(archive, zip_path, dataset.name, events or EventBus())
+            _download(archive, zip_path, dataset.name, as_bus(events))
         _unpack(zip_path, archive, dest)
         zip_path.unlink()
     done.touch()

@@ -93,9 +93,18 @@ class Evaluation:
         failures: dict[Path, str] | None = None,
     ) -> Evaluation:
         """From backbone features already computed (training keeps them)."""
-        uncalibrated = softmax(model.decision_function(features)) if model.temperature != 1.0 else None
+        logits = model.decision_function(features)
+        uncalibrated = softmax(logits) if model.temperature != 1.0 else None
         evaluation = cls.from_probabilities(
-            model.classes, labels, model.predict_proba(features), split, root, paths, features, failures, uncalibrated
+            model.classes,
+            labels,
+            softmax(logits, model.temperature),
+            split,
+            root,
+            paths,
+            features,
+            failures,
+            uncalibrated,
         )
         evaluation.preprocessing = model.preprocessing
         return evaluation

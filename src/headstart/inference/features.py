@@ -22,7 +22,7 @@ from torch import nn
 from ..backbones import BackboneSpec
 from ..data.images import ImageDecodeError, decode
 from ..errors import HeadstartError
-from ..events import EventBus
+from ..events import EventBus, as_bus
 from ..fsutil import cache_root
 from ..preprocessing import Preprocessing
 from .cache import FeatureCache
@@ -179,7 +179,7 @@ def batched_inference(
         pending_idx.clear()
         pending_arr.clear()
 
-    bus = events or EventBus()
+    bus = as_bus(events)
     with bus.stage(stage, n, "images", description) as progress, ThreadPoolExecutor(num_threads()) as pool:
         # Decoding runs ahead of inference on the other core(s), bounded so memory stays flat.
         prepared = bounded_map(

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..backbones import BackboneSpec
+from ..evaluation.calibration import softmax
 from ..preprocessing import Preprocessing
 from .features import FeatureExtractor
 from .graph import ModelGraph
@@ -32,6 +33,7 @@ class Model(Predictor):
         backbone: fine-tuned backbone weights; None runs the spec's pretrained ones.
         weights: a user's copy of the pretrained weights file (runtime setting).
         engine: "auto", "onnxruntime" or "torch" for the backbone (runtime setting).
+        extractor: one already built for this very backbone and preprocessing, to reuse its sessions.
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class Model(Predictor):
         backbone: nn.Module | None = None,
         weights: str | Path | None = None,
         engine: str = "auto",
+        extractor: FeatureExtractor | None = None,
     ):
         self.spec = spec
         self.head = head.eval()
@@ -52,7 +55,7 @@ class Model(Predictor):
         self.temperature = float(temperature)
         self.tuned_backbone = backbone.eval() if backbone is not None else None
         self.weights, self.engine = weights, engine
-        self._extractor: FeatureExtractor | None = None
+        self._extractor = extractor
 
     @property
     def extractor(self) -> FeatureExtractor:
@@ -74,10 +77,7 @@ class Model(Predictor):
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """Class probabilities (N, classes) from backbone features (N, feature_dim)."""
-        logits = self.decision_function(features)
-        z = logits / self.temperature - (logits / self.temperature).max(1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(1, keepdims=True)
+        return softmax(self.decision_function(features), self.temperature)
 
     def predict_arrays(self, crops: np.ndarray) -> np.ndarray:
         return self.predict_proba(self.extractor.embed(crops))
@@ -101,6 +101,4 @@ class Model(Predictor):
 
     def with_temperature(self, temperature: float) -> Model:
         """The same model at another softmax temperature (calibration)."""
-        model = Model(**self.parts() | {"temperature": temperature})
-        model._extractor = self._extractor  # same backbone: keep its sessions
-        return model
+        return Model(**self.parts() | {"temperature": temperature}, extractor=self.extractor)

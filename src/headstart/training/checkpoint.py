@@ -112,9 +112,7 @@ class Checkpoints:
         self.fingerprint = run_fingerprint(hp.to_dict(), [(str(s.path), s.split, s.label) for s in dataset.samples])
         self.saved = None
         self.stage1: dict = {}
-        if self.dir is None:
-            if resume:
-                raise HeadstartError("--resume needs --out: the folder of the run to continue")
+        if self.dir is None:  # nothing saved (TrainingRun refuses resume without out)
             return
         if resume:
             self.saved = load_checkpoint(self.dir, self.fingerprint)

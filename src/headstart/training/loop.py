@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import torch
 
-from ..events import EventBus
+from ..events import EventBus, as_bus
 from .record import History
 
 MIN_IMPROVEMENT = 1e-6  # a validation loss must drop by more than this to count as better
@@ -113,7 +113,7 @@ def fit_epochs(
         history = History.from_dict(resume["history"])
         stopping = EarlyStopping(stage.patience, resume["best_loss"], resume["stale"])
         best, first = resume["best"], resume["epoch"]
-    with (events or EventBus()).stage(stage.name, stage.epochs, "epochs", stage.description) as progress:
+    with as_bus(events).stage(stage.name, stage.epochs, "epochs", stage.description) as progress:
         progress.step = first
         for epoch in range(first, stage.epochs):
             epoch_started = time.perf_counter()

@@ -81,7 +81,7 @@ class DatasetFeatures:
 
 
 def step(method):
-    """A named step: runs the earlier steps it needs first, runs once, reports as an event stage."""
+    """A named step: runs the earlier steps it needs first, and runs once."""
     name = method.__name__
 
     @functools.wraps(method)
@@ -291,6 +291,8 @@ class TrainingRun:
             backbone=self.tuned_backbone,
             weights=self.weights,
             engine=self.engine,
+            # The pretrained backbone's extractor, with its onnxruntime session, serves the model too.
+            extractor=self.extractor if self.tuned_backbone is None else None,
         )
         if self.tuned_backbone is None:
             self.final = self.features
