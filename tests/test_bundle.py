@@ -4,7 +4,7 @@ import os
 import pytest
 
 import headstart
-from headstart.bundle import load_bundle
+from headstart.bundle import integrity, load_bundle
 from headstart.errors import HeadstartError
 
 
@@ -54,10 +54,31 @@ def test_tampered_weights_are_refused(trained, tmp_path):
         headstart.load(bad)
 
 
-def test_labels_that_do_not_fit_the_weights_are_refused(trained, tmp_path):
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m["labels"].reverse(),  # swapped: every prediction would be inverted
+        lambda m: m["labels"].append("wasps"),
+        lambda m: m["preprocessing"].update(image_size=192),
+        lambda m: m["calibration"].update(temperature=2.0),
+        lambda m: m["head"].update(dropout=0.5),
+    ],
+    ids=["swapped-labels", "extra-label", "crop", "temperature", "head"],
+)
+def test_edits_to_what_decides_predictions_are_refused(trained, tmp_path, edit):
+    bad = copy_bundle(trained[1], tmp_path / "bad")
+    meta = json.loads((bad / "model.json").read_text())
+    edit(meta)
+    (bad / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(HeadstartError, match="integrity hash does not match"):
+        headstart.load(bad)
+
+
+def test_labels_that_do_not_fit_the_weights_are_refused_even_with_a_recomputed_hash(trained, tmp_path):
     bad = copy_bundle(trained[1], tmp_path / "bad")
     meta = json.loads((bad / "model.json").read_text())
     meta["labels"].append("wasps")
+    meta["integrity"] = integrity(meta)
     (bad / "model.json").write_text(json.dumps(meta))
     with pytest.raises(HeadstartError, match="does not match model.json"):
         headstart.load(bad)
@@ -67,6 +88,7 @@ def test_other_backbone_weights_are_refused(trained, tmp_path):
     bad = copy_bundle(trained[1], tmp_path / "bad")
     meta = json.loads((bad / "model.json").read_text())
     meta["backbone"]["weights_sha256"] = "0" * 64
+    meta["integrity"] = integrity(meta)
     (bad / "model.json").write_text(json.dumps(meta))
     with pytest.raises(HeadstartError, match="trained on other mobilenet_v2 weights"):
         headstart.load(bad)
@@ -78,7 +100,7 @@ def test_not_a_bundle(tmp_path):
     with pytest.raises(HeadstartError, match="not a headstart model bundle"):
         headstart.load(tmp_path)
     (tmp_path / "model.json").write_text("{ not json")
-    with pytest.raises(HeadstartError, match="corrupt metadata"):
+    with pytest.raises(HeadstartError, match="corrupt JSON"):
         load_bundle(tmp_path)
 
 

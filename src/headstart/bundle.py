@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -21,36 +19,74 @@ from safetensors.torch import save as save_safetensors
 
 from .backbones import get_backbone
 from .errors import HeadstartError
-from .fsutil import recover, staged_directory
+from .formats import REPORT_FILES
+from .fsutil import recover, staged_directory, write_durably
 from .inference.graph import build_head, head_layout
 from .inference.model import Model
 from .preprocessing import Preprocessing
 from .provenance import environment
+from .schema import MAX_JSON_BYTES, BundleMeta, parse_json, read_json, validate
 from .training.record import TrainingRecord
 
 FORMAT = "headstart-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: model.json carries `integrity`
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
-
-
-def _fsync_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+BUNDLE_FILES = frozenset({WEIGHTS_FILE, META_FILE, *REPORT_FILES})  # everything else in the folder is the user's
+MAX_WEIGHTS_BYTES = 4 << 30
 
 
 def is_bundle(path: Path) -> bool:
-    return (path / META_FILE).is_file()
+    """Positively a folder headstart wrote: its model.json says so (a file merely named so is not enough)."""
+    meta_file = path / META_FILE
+    try:
+        if not meta_file.is_file() or meta_file.stat().st_size > MAX_JSON_BYTES:
+            return False
+        meta = parse_json(meta_file.read_bytes(), meta_file)
+    except (OSError, HeadstartError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
+def users_file(name: str) -> bool:
+    """Entries of a bundle folder that headstart did not write: kept when the bundle is replaced."""
+    return name not in BUNDLE_FILES
+
+
+def check_target(target: Path) -> None:
+    """Refuse, before any work, a folder the bundle may not replace: only a headstart bundle or
+    an empty (or missing) folder, never a symlink, and somewhere writable."""
+    if target.is_symlink():
+        raise HeadstartError(f"{target}: is a symbolic link; give the real folder as --out")
+    if target.exists():
+        if not target.is_dir():
+            raise HeadstartError(f"{target}: exists and is not a folder; choose another --out")
+        if not is_bundle(target) and any(target.iterdir()):
+            raise HeadstartError(
+                f"{target}: exists and is not a headstart model bundle (no headstart model.json); "
+                "headstart never replaces your files: choose another --out"
+            )
+        _check_writable(target)
+        return
+    parent = next((p for p in target.parents if p.exists()), None)
+    if parent is None or not parent.is_dir():
+        raise HeadstartError(f"{target}: {parent} is not a folder; choose another --out")
+    _check_writable(parent)
+    if len(os.fsencode(target.name)) + 16 > os.pathconf(parent, "PC_NAME_MAX"):
+        raise HeadstartError(f"{target}: the folder name is too long for this file system")
+
+
+def _check_writable(folder: Path) -> None:
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise HeadstartError(f"{folder}: not writable (permission denied); choose another --out")
 
 
 def save_bundle(directory: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     """Write the bundle into a temporary sibling, then swap it into place: a crash at any moment
-    leaves either the old bundle or the new one, never half of one."""
+    leaves either the old bundle or the new one, never half of one. Files the user put in the old
+    bundle's folder move into the new one."""
     target = Path(directory).expanduser().absolute()
-    if target.exists() and not (target.is_dir() and (is_bundle(target) or not any(target.iterdir()))):
-        raise HeadstartError(f"{target}: exists and is not a headstart model bundle; choose another --out")
+    check_target(target)
     blob = save_safetensors({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata={"format": FORMAT})
     meta = {
         "format": FORMAT,
@@ -58,42 +94,74 @@ def save_bundle(directory: str | Path, tensors: dict[str, torch.Tensor], meta: d
         **meta,
         "files": {WEIGHTS_FILE: {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}},
     }
-    with staged_directory(target) as staging:
-        _fsync_write(staging / WEIGHTS_FILE, blob)
-        _fsync_write(staging / META_FILE, (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode())
+    meta["integrity"] = integrity(meta)
+    # Non-UTF-8 file names (surrogate escapes) are written as \udcXX JSON escapes: valid JSON, read back exactly.
+    text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
+    with staged_directory(target, keep=users_file) as staging:
+        write_durably(staging / WEIGHTS_FILE, blob)
+        write_durably(staging / META_FILE, text.encode("utf-8", "backslashreplace"))
     return target
 
 
-def load_bundle(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read and verify a bundle; any inconsistency is a one-line HeadstartError."""
+def integrity(meta: dict) -> str:
+    """sha256 over everything that decides predictions: labels (in order), backbone, preprocessing,
+    head shape, temperature and the tensors' hash. An edit to any of them is refused on load."""
+    decisive = {
+        "labels": meta["labels"],
+        "backbone": meta["backbone"],
+        "preprocessing": meta["preprocessing"],
+        "head": meta["head"],
+        "temperature": meta["calibration"]["temperature"],
+        "files": meta["files"],
+    }
+    return hashlib.sha256(json.dumps(decisive, sort_keys=True, ensure_ascii=True).encode()).hexdigest()
+
+
+def load_bundle(directory: str | Path) -> tuple[dict[str, torch.Tensor], BundleMeta]:
+    """Read and verify a bundle: model.json against its schema and integrity hash, the tensors
+    against their recorded hash. Any inconsistency is a one-line HeadstartError."""
     path = Path(directory).expanduser()
-    recover(path)
+    if path.is_dir():
+        recover(path, keep=users_file)
     if not path.exists():
         raise HeadstartError(f"{path}: no such model bundle")
-    if not is_bundle(path):
+    if not (path / META_FILE).is_file():
         raise HeadstartError(f"{path}: not a headstart model bundle (no {META_FILE})")
-    try:
-        meta = json.loads((path / META_FILE).read_text("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HeadstartError(f"{path / META_FILE}: corrupt metadata ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    raw = read_json(path / META_FILE)
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise HeadstartError(f"{path / META_FILE}: not a headstart model bundle")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    version = raw.get("format_version")
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise HeadstartError(f"{path}: bundle format {version} is newer than this headstart; upgrade headstart")
+    if isinstance(version, int) and version < FORMAT_VERSION:
+        raise HeadstartError(f"{path}: written by an older headstart (format {version}); train it again")
+    meta = validate(BundleMeta, raw, path / META_FILE)
+    if integrity(raw) != meta.integrity:
         raise HeadstartError(
-            f"{path}: bundle format {meta['format_version']} is newer than this headstart; upgrade headstart"
+            f"{path / META_FILE}: labels, preprocessing, head or temperature were changed after saving "
+            "(integrity hash does not match); refusing a tampered bundle"
         )
-    try:
-        blob = (path / WEIGHTS_FILE).read_bytes()
-    except OSError as e:
-        raise HeadstartError(f"{path / WEIGHTS_FILE}: cannot read ({e.strerror or e})") from None
-    expected = meta.get("files", {}).get(WEIGHTS_FILE, {}).get("sha256")
-    if hashlib.sha256(blob).hexdigest() != expected:
+    expected = meta.files[WEIGHTS_FILE]
+    blob = _read_exactly(path / WEIGHTS_FILE, expected.bytes)
+    if hashlib.sha256(blob).hexdigest() != expected.sha256:
         raise HeadstartError(f"{path / WEIGHTS_FILE}: sha256 does not match {META_FILE} (corrupt or tampered bundle)")
     try:
         tensors = load_safetensors(blob)
     except (SafetensorError, ValueError) as e:
         raise HeadstartError(f"{path / WEIGHTS_FILE}: unreadable ({e})") from None
     return tensors, meta
+
+
+def _read_exactly(path: Path, size: int) -> bytes:
+    """The file's bytes if it holds exactly `size` of them (checked before reading, so a swapped
+    multi-GB file is never read into memory)."""
+    try:
+        actual = path.stat().st_size
+        if actual != size or size > MAX_WEIGHTS_BYTES:
+            raise HeadstartError(f"{path}: {actual} bytes, but {META_FILE} records {size} (corrupt or tampered bundle)")
+        return path.read_bytes()
+    except OSError as e:
+        raise HeadstartError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
 def save_model(directory: str | Path, model: Model, record: TrainingRecord) -> Path:
@@ -123,20 +191,14 @@ def load_model(
     """Read a bundle; anything inconsistent (labels vs. tensors, other backbone weights) is refused."""
     tensors, meta = load_bundle(directory)
     where = Path(directory)
-    with _fields_of(where):
-        spec = get_backbone(meta["backbone"]["name"])
-        classes = [str(c) for c in meta["labels"]]
-        preprocessing = Preprocessing.from_dict(meta["preprocessing"])
-        hidden = tuple(int(h) for h in meta["head"]["hidden"])
-        dropout = float(meta["head"]["dropout"])
-        recorded_sha = meta["backbone"]["weights_sha256"]
-    if recorded_sha != spec.weights.sha256:
+    spec = get_backbone(meta.backbone.name)
+    if meta.backbone.weights_sha256 != spec.weights.sha256 or meta.backbone.feature_dim != spec.feature_dim:
         raise HeadstartError(
-            f"{where}: trained on other {spec.name} weights (sha256 {recorded_sha[:12]}…) than headstart uses"
+            f"{where}: trained on other {spec.name} weights "
+            f"(sha256 {meta.backbone.weights_sha256[:12]}…) than headstart uses"
         )
-    if len(classes) < 2 or len(set(classes)) != len(classes):
-        raise HeadstartError(f"{where}: labels in model.json are missing or repeated")
-    head = build_head(spec.feature_dim, len(classes), hidden, dropout)
+    classes, hidden = list(meta.labels), tuple(meta.head.hidden)
+    head = build_head(spec.feature_dim, len(classes), hidden, meta.head.dropout)
     _load_part(
         head,
         tensors,
@@ -153,21 +215,12 @@ def load_model(
             "backbone.",
             f"{where}: fine-tuned backbone weights do not fit {spec.name}; the bundle was altered or mixed up",
         )
-    with _fields_of(where):  # read after the tensor checks, which say more precisely what is wrong
-        record = TrainingRecord.from_dict(meta, classes)
-    temperature = record.calibration.temperature
-    if not 0 < temperature < 1e3:
-        raise HeadstartError(f"{where}: invalid softmax temperature {temperature} in model.json")
-    return Model(spec, head, classes, preprocessing, temperature, backbone, weights, engine), record
-
-
-@contextmanager
-def _fields_of(where: Path) -> Iterator[None]:
-    """Missing or mistyped model.json fields become one line naming the bundle."""
-    try:
-        yield
-    except (KeyError, TypeError, ValueError) as e:
-        raise HeadstartError(f"{where}: incomplete model.json ({type(e).__name__}: {e})") from None
+    try:  # the record is typed by the schema; what is left is its consistency (metrics name the labels)
+        record = TrainingRecord.from_dict(meta.model_dump(exclude_none=True), classes)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise HeadstartError(f"{where / META_FILE}: inconsistent training record ({type(e).__name__}: {e})") from None
+    preprocessing = Preprocessing.from_dict(meta.preprocessing.model_dump())
+    return Model(spec, head, classes, preprocessing, meta.calibration.temperature, backbone, weights, engine), record
 
 
 def _load_part(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str, mismatch: str) -> None:

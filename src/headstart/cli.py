@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import sys
 from dataclasses import fields
@@ -14,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .display import printable
 from .errors import HeadstartError
 from .events import Cancelled
 from .formats import FORMATS
@@ -146,25 +145,12 @@ def cmd_predict(args) -> int:
     predictor = load(args.model, weights=args.weights, engine=args.engine)  # a bundle, or an exported ONNX file
     result = predictor.predict(args.paths, on_event=_events(args) if args.format == "table" else None)
     for path, reason in result.failures.items():
-        err.print(f"skipped {path}: {reason}", markup=False)
+        err.print(f"skipped {printable(str(path))}: {reason}", markup=False)
     classes = predictor.classes
     if args.format == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["path", "label", "probability", *classes])
-        for p in result:
-            writer.writerow(
-                [str(p.path), p.label, f"{p.probability:.6f}", *(f"{p.probabilities[c]:.6f}" for c in classes)]
-            )
+        result.write_csv(sys.stdout)
     elif args.format == "jsonl":
-        for p in result:
-            row = {
-                "path": str(p.path),
-                "label": p.label,
-                "probability": p.probability,
-                "top": p.top(args.top_k),
-                "probabilities": p.probabilities,
-            }
-            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+        result.write_jsonl(sys.stdout, args.top_k)
     elif len(result):
         k = min(args.top_k, len(classes))
         table = Table()
@@ -172,9 +158,13 @@ def cmd_predict(args) -> int:
         for i in range(k):
             table.add_column(f"#{i + 1}")
         for p in result:
-            table.add_row(str(p.path), *(f"{label} {prob:.1%}" for label, prob in p.top(k)))
+            table.add_row(
+                escape(printable(str(p.path))), *(escape(f"{printable(label)} {prob:.1%}") for label, prob in p.top(k))
+            )
         out.print(table)
-    return 0 if len(result) or not result.failures else 1
+    if not len(result):
+        raise HeadstartError("no image could be read: nothing to label" if result.failures else "no images given")
+    return 0
 
 
 def cmd_export(args) -> int:
@@ -357,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # file names of any bytes never crash a strict UTF-8 terminal
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
@@ -366,14 +359,23 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"[yellow]{escape(str(e))}[/]")
         return 130
     except HeadstartError as e:
-        err.print(f"[bold red]error:[/] {escape(str(e))}")
-        return 2
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        return 130
+        return _error(str(e))
     except BrokenPipeError:  # output piped into `head` that stopped reading: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         return 0
+    except OSError as e:  # disk full, file too large, read-only, name too long... at whatever write it happened
+        where = f"{printable(os.fsdecode(e.filename))}: " if e.filename is not None else ""
+        return _error(f"{where}{e.strerror or e}")
+    except MemoryError:
+        return _error("out of memory; try fewer or smaller images, or a machine with more memory")
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+def _error(message: str) -> int:
+    err.print(f"[bold red]error:[/] {escape(printable(' '.join(message.split())))}")  # always one line
+    return 2
 
 
 if __name__ == "__main__":

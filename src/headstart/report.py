@@ -10,17 +10,22 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import json
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from .bundle import is_bundle
 from .data.dataset import scan
+from .display import printable, spreadsheet_cell
 from .errors import HeadstartError
 from .evaluation import plots
 from .evaluation.evaluation import Evaluation
 from .evaluation.metrics import Metrics
 from .events import EventBus, as_bus
+from .formats import REPORT_FILES, REPORT_MARKER
+from .fsutil import atomic_write_bytes
 from .provenance import environment
 from .training.record import TrainingRecord
 
@@ -50,11 +55,42 @@ class Report:
 
 def write_per_class_csv(metrics: Metrics, path: Path) -> None:
     """Precision, recall, F1 and support per class, averages and top-k accuracy, as CSV."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, ["class", "precision", "recall", "f1", "support"])
-        writer.writeheader()
-        for row in metrics.per_class_rows():
-            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, ["class", "precision", "recall", "f1", "support"], lineterminator="\n")
+    writer.writeheader()
+    for row in metrics.per_class_rows():
+        writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+    atomic_write_bytes(path, text.getvalue().encode("utf-8"))
+
+
+def _csv_cell(value) -> str | int:
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    return spreadsheet_cell(value) if isinstance(value, str) else value
+
+
+def check_report_folder(folder: Path) -> None:
+    """Refuse to overwrite files headstart did not write: report files may replace only their
+    own kind, in a model bundle or beside a report.html that headstart wrote."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise HeadstartError(f"{folder}: exists and is not a folder; choose another report --out")
+    if is_bundle(folder) or _ours(folder / "report.html"):
+        return
+    for name in REPORT_FILES:
+        if (folder / name).exists():
+            raise HeadstartError(
+                f"{folder / name}: exists and was not written by headstart; choose another report --out"
+            )
+
+
+def _ours(report_html: Path) -> bool:
+    try:
+        with open(report_html, "rb") as f:
+            return REPORT_MARKER.encode() in f.read(4096)
+    except OSError:
+        return False
 
 
 def write_report(
@@ -71,6 +107,7 @@ def write_report(
         The report: `path` of report.html and `files`, every file written by name.
     """
     out = Path(directory)
+    check_report_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     figures = _figures(evaluation, record)
     with as_bus(events).stage("report", len(figures) + 1, "files", "Writing the report") as progress:
@@ -79,15 +116,15 @@ def write_report(
         for name, fig in figures.items():
             images[name] = plots.png_bytes(fig)
             files[name] = out / f"{name}.png"
-            files[name].write_bytes(images[name])
+            atomic_write_bytes(files[name], images[name])
             progress.advance()
         files["per_class"] = out / "per_class.csv"
         write_per_class_csv(evaluation.metrics, files["per_class"])
         files["report"] = out / "report.html"
-        page = f"""<!doctype html><html lang=en><head><meta charset=utf-8><title>headstart report</title>
+        page = f"""<!doctype html><html lang=en><head><meta charset=utf-8>{REPORT_MARKER}<title>headstart report</title>
 <style>{STYLE}</style></head>
 <body>{"".join(_sections(evaluation, record, images))}</body></html>"""
-        files["report"].write_text(page, "utf-8")
+        atomic_write_bytes(files["report"], page.encode("utf-8", "backslashreplace"))
         progress.advance()
     return Report(files["report"], files)
 
@@ -122,9 +159,14 @@ def _samples(record: TrainingRecord, ev: Evaluation) -> Figure | None:
 
 
 def _table(header: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    head = "".join(f"<th>{_escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_escape(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _escape(value) -> str:
+    """User text (file and class names) for the page: any bytes, HTML-escaped."""
+    return html.escape(printable(str(value)))
 
 
 def _fmt(v) -> str:
@@ -195,7 +237,7 @@ def _data_sections(record: TrainingRecord, img) -> list[str]:
     near_rows = [[x.path, x.split, x.match, f"{x.similarity:.3f}"] for x in near[:50]]
     return [
         "<h2>Data</h2><p>"
-        + html.escape(d.root)
+        + _escape(d.root)
         + "</p>"
         + _table(["class", *d.counts], counts_rows)
         + img("dataset", "images per class")

@@ -110,8 +110,10 @@ def _files(class_dir: Path, skipped: list[Skipped], progress: StageProgress | No
     for p in walk_files(class_dir):
         if progress is not None:
             progress.advance()
-        if is_image_path(p):
-            out.append(p)
+        if p.is_dir():
+            skipped.append(Skipped(str(p), "symbolic link to a folder (not followed)"))
+        elif is_image_path(p):
+            out.append(p)  # broken or looping links too: reading them reports why
         else:
             skipped.append(Skipped(str(p), f"not an image file type ({p.suffix or 'no extension'})"))
     return out

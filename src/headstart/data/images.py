@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import glob
 import io
+import os
+import struct
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -16,7 +19,11 @@ from ..errors import HeadstartError
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".webp", ".tif", ".tiff"}
 )
-Image.MAX_IMAGE_PIXELS = 300_000_000  # photos from large sensors are legitimate; PIL's default warns at 89 Mpx
+# Limits, checked before decoding, so that one file never costs more than a bounded amount of memory
+# (measured in tests/test_hostile.py). Large JPEGs pass: they are decoded at 1/2 to 1/8 scale (draft mode).
+MAX_FILE_BYTES = 100 << 20  # a 50 Mpx photo is 10-30 MB as a JPEG, at most 150 MB as an 8-bit RGB TIFF
+MAX_PIXELS = 50_000_000  # of the decoded image: 150 MB as RGB, whatever the file's bit depth
+Image.MAX_IMAGE_PIXELS = None  # replaced by the MAX_PIXELS check, which also sees JPEG's reduced decoding
 
 
 class ImageDecodeError(HeadstartError):
@@ -28,9 +35,11 @@ def is_image_path(path: Path) -> bool:
 
 
 def walk_files(folder: Path) -> Iterator[Path]:
-    """Every file below `folder`, recursively and sorted, hidden files and folders left out."""
+    """Every entry below `folder` that is not a folder (files, and symbolic links even when broken
+    or looping, so that they are reported rather than lost), recursively and sorted; hidden files
+    and folders left out. Symbolic links to folders are yielded, not followed (no loops)."""
     for p in sorted(folder.rglob("*")):
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts):
+        if (p.is_symlink() or not p.is_dir()) and not any(part.startswith(".") for part in p.relative_to(folder).parts):
             yield p
 
 
@@ -42,9 +51,12 @@ def collect_images(inputs: Iterable[str | Path]) -> tuple[list[Path], dict[Path,
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
-            paths += [f for f in walk_files(p) if is_image_path(f)]
-        elif p.is_file():
-            paths.append(p)
+            found = [f for f in walk_files(p) if is_image_path(f)]
+            paths += found
+            if not found:
+                missing[p] = "folder holds no image files"
+        elif p.is_file() or p.is_symlink():
+            paths.append(p)  # a broken link is reported when it is read
         elif any(ch in str(item) for ch in "*?["):
             matches = sorted(Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file())
             paths += matches
@@ -65,16 +77,22 @@ def decode(data: bytes, min_size: int | None = None) -> Image.Image:
         raise ImageDecodeError("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore")  # Pillow's warnings (odd EXIF, palette transparency) are not the user's
             image = Image.open(io.BytesIO(data))
             if min_size and image.format == "JPEG":
                 image.draft("RGB", (min_size, min_size))
+            width, height = image.size  # from the header: nothing decoded yet
+            if width * height > MAX_PIXELS:
+                raise ImageDecodeError(
+                    f"too large to decode safely ({width}×{height} = {width * height / 1e6:.0f} Mpx; "
+                    f"the limit is {MAX_PIXELS / 1e6:.0f} Mpx)"
+                )
             image.load()
             image = ImageOps.exif_transpose(image)
             return to_rgb(image)
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except UnidentifiedImageError as e:
         raise ImageDecodeError(_reason(e)) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:  # truncated or corrupt data
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, struct.error) as e:  # truncated or corrupt
         raise ImageDecodeError(f"corrupt or truncated image ({_reason(e)})") from None
 
 
@@ -90,10 +108,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(image, dtype=np.float64)
+        a = np.asarray(image, dtype=np.float32)  # float32, in place: 4 bytes a pixel at most
         lo, hi = float(a.min()), float(a.max())
-        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
-        return Image.fromarray(np.round(a).astype(np.uint8), "L").convert("RGB")
+        if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+            a = np.zeros(a.shape, np.uint8)
+        else:
+            a -= lo
+            a *= 255.0 / (hi - lo)
+            a = np.rint(a, out=a).astype(np.uint8)
+        return Image.fromarray(a, "L").convert("RGB")
     if image.mode == "P" and "transparency" in image.info or image.mode in ("PA", "LA", "RGBA", "La", "RGBa"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -101,10 +124,32 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def read_file(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """A file's bytes, refused before reading when over `limit`; raises ImageDecodeError with a reason."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise ImageDecodeError(f"file too large ({size / 2**20:.0f} MB; the limit is {limit >> 20} MB)")
+            data = f.read(limit + 1)  # a file that grew (or a device with no size) is still bounded
+    except OSError as e:
+        raise ImageDecodeError(_unreadable(path, e)) from None
+    if len(data) > limit:
+        raise ImageDecodeError(f"file too large (over the {limit >> 20} MB limit)")
+    return data
+
+
+def _unreadable(path: Path, e: OSError) -> str:
+    if e.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if path.is_symlink() and not path.exists():
+        return "broken symbolic link (its target is missing)"
+    if e.errno == errno.EISDIR:
+        return "a folder, not a file"
+    return f"cannot read file ({e.strerror or e})"
+
+
 def load_image(path: Path, min_size: int | None = None) -> Image.Image:
     """Read and decode one file; raises ImageDecodeError with a reason."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise ImageDecodeError(f"cannot read file ({e.strerror or e})") from None
-    return decode(data, min_size)
+    return decode(read_file(path), min_size)

@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..data.images import ImageDecodeError, load_image
+from ..display import plot_text
 from ..preprocessing import Preprocessing
 from .calibration import expected_calibration_error, reliability
 from .metrics import Metrics
@@ -80,6 +81,7 @@ def plot_curves(history: dict, fine_tune: dict | None = None) -> Figure:
 
 
 def _short(name: str, width: int = 18, lines: int = 2) -> str:
+    name = plot_text(name)
     return "\n".join(textwrap.wrap(name, width, max_lines=lines, placeholder="…")) or name
 
 
@@ -221,7 +223,15 @@ def plot_embedding(
         for c, name in enumerate(classes):
             m = y_true == c
             if m.any():
-                ax.scatter(xy[m, 0], xy[m, 1], s=22, color=cmap(c % cmap.N), label=name, alpha=0.85, edgecolor="none")
+                ax.scatter(
+                    xy[m, 0],
+                    xy[m, 1],
+                    s=22,
+                    color=cmap(c % cmap.N),
+                    label=plot_text(name),
+                    alpha=0.85,
+                    edgecolor="none",
+                )
         if wrong.any():
             ax.scatter(
                 xy[wrong, 0], xy[wrong, 1], s=90, facecolor="none", edgecolor="black", lw=1.3, label="misclassified"

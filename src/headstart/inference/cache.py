@@ -1,32 +1,61 @@
-"""The on-disk feature cache: one float32 .npy per (image content, backbone recipe)."""
+"""The on-disk feature cache: one entry per (image content, backbone recipe).
+
+It is only a cache: every entry carries a checksum and is written atomically and durably; a
+damaged entry (a power cut, a full disk, a stray edit) is reported once and recomputed, and a
+location that can't be written means running uncached, with a warning, never an error.
+"""
 
 from __future__ import annotations
 
-import io
+import hashlib
 from pathlib import Path
 
 import numpy as np
 
-from ..fsutil import atomic_write_bytes
+from ..fsutil import atomic_write_bytes, usable_cache_dir, warn_once
+
+LAYOUT = "features-v2"  # float32 row + its sha256; entries of other layouts are never read
+DIGEST = 32
 
 
 class FeatureCache:
-    """Features keyed by an image's content sha256 under a recipe key (backbone, weights,
-    preprocessing, augmentation view); writes are atomic, reads never unpickle."""
+    """Rows of `dim` float32 features keyed by an image's content sha256, under a recipe key
+    (backbone, weights, preprocessing, augmentation view). Reads never unpickle."""
 
-    def __init__(self, root: Path, key: str):
-        self.dir = Path(root) / "features" / key
+    def __init__(self, root: Path, key: str, dim: int):
+        self.dir = Path(root) / LAYOUT / key
+        self.dim = dim
+        self.usable = usable_cache_dir(self.dir)
+
+    @classmethod
+    def open(cls, root: Path, key: str, dim: int) -> FeatureCache | None:
+        """The cache, or None (after a warning) when its location can't be written."""
+        cache = cls(root, key, dim)
+        return cache if cache.usable else None
 
     def _path(self, content_hash: str) -> Path:
-        return self.dir / content_hash[:2] / f"{content_hash}.npy"
+        return self.dir / content_hash[:2] / f"{content_hash}.f32"
 
     def get(self, content_hash: str) -> np.ndarray | None:
+        """The cached row, or None when missing or damaged (then recomputed and rewritten)."""
+        path = self._path(content_hash)
         try:
-            return np.load(self._path(content_hash), allow_pickle=False)
-        except (OSError, ValueError):
-            return None  # missing or damaged: recompute
+            with open(path, "rb") as f:
+                blob = f.read(4 * self.dim + DIGEST + 1)
+        except OSError:
+            return None
+        row = np.frombuffer(blob[:-DIGEST], dtype="<f4") if len(blob) == 4 * self.dim + DIGEST else None
+        if row is None or hashlib.sha256(blob[:-DIGEST]).digest() != blob[-DIGEST:] or not np.isfinite(row).all():
+            warn_once(f"feature cache: damaged entries (first: {path}) are being recomputed", key=str(self.dir))
+            return None
+        return row.astype(np.float32)
 
     def put(self, content_hash: str, features: np.ndarray) -> None:
-        buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(features, dtype=np.float32), allow_pickle=False)
-        atomic_write_bytes(self._path(content_hash), buf.getvalue())
+        row = np.ascontiguousarray(features, dtype="<f4").reshape(-1)
+        if row.size != self.dim or not np.isfinite(row).all():
+            return  # never cache what a later run could not use
+        blob = row.tobytes()
+        try:
+            atomic_write_bytes(self._path(content_hash), blob + hashlib.sha256(blob).digest(), durable=True)
+        except OSError as e:  # full or read-only now: the run goes on without caching
+            warn_once(f"feature cache {self.dir}: can't write ({e.strerror or e}); continuing without it", key="put")

@@ -20,14 +20,14 @@ import torch
 from torch import nn
 
 from ..backbones import BackboneSpec
-from ..data.images import ImageDecodeError, decode
+from ..data.images import ImageDecodeError, decode, read_file
 from ..errors import HeadstartError
 from ..events import EventBus, as_bus
 from ..fsutil import cache_root
 from ..preprocessing import Preprocessing
 from .cache import FeatureCache
 from .graph import ModelGraph
-from .runtime import BATCH_SIZE, bounded_map, export_onnx, num_threads, ort_session, state_fingerprint
+from .runtime import BATCH_SIZE, bounded_map, cached_session, num_threads, state_fingerprint
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -76,9 +76,9 @@ class FeatureExtractor:
     def cache_key(self) -> str:
         return f"{self.model_id}-{self.preprocessing.fingerprint}"
 
-    def cache(self, tag: str = "") -> FeatureCache:
-        """The feature cache of this recipe; `tag` names a variant (an augmented view)."""
-        return FeatureCache(self.cache_root, self.cache_key + tag)
+    def cache(self, tag: str = "") -> FeatureCache | None:
+        """The feature cache of this recipe (None if unusable); `tag` names a variant (an augmented view)."""
+        return FeatureCache.open(self.cache_root, self.cache_key + tag, self.spec.feature_dim)
 
     @property
     def backbone(self) -> nn.Module:
@@ -88,10 +88,12 @@ class FeatureExtractor:
 
     def _onnx_session(self):
         if self._session is None:
-            path = self.cache_root / "onnx" / f"{self.model_id}-{self.preprocessing.fingerprint}-u8.onnx"
-            if not path.exists():
-                export_onnx(ModelGraph.features(self.backbone, self.preprocessing), path, self.preprocessing.image_size)
-            self._session = ort_session(path)
+            self._session = cached_session(
+                f"{self.model_id}-{self.preprocessing.fingerprint}-u8.onnx",
+                ModelGraph.features(self.backbone, self.preprocessing),
+                self.preprocessing.image_size,
+                root=self.cache_root,
+            )
         return self._session
 
     def resolved_engine(self) -> str:
@@ -132,9 +134,9 @@ def prepare_image(
 ):
     """Read, hash and (unless cached) decode one file: runs in worker threads."""
     try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        return None, None, None, f"cannot read file ({e.strerror or e})"
+        data = read_file(path)
+    except ImageDecodeError as e:
+        return None, None, None, str(e)
     content_hash = hashlib.sha256(data).hexdigest()
     if cache is not None and (hit := cache.get(content_hash)) is not None:
         return content_hash, hit, None, None
@@ -172,6 +174,9 @@ def batched_inference(
         if not pending_idx:
             return
         for i, row in zip(pending_idx, infer(np.stack(pending_arr))):
+            if not np.isfinite(row).all():  # never let NaN features train or rank anything silently
+                failures[Path(paths[i])] = "the model gave non-finite outputs for this image"
+                continue
             outputs[i] = row
             if cache is not None:
                 cache.put(hashes[i], row)

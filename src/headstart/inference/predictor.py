@@ -3,14 +3,18 @@ and the predictions it returns."""
 
 from __future__ import annotations
 
+import csv
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
 from ..data.images import collect_images
+from ..display import spreadsheet_cell
 from ..events import EventBus, Subscriber, as_bus
 from ..preprocessing import Preprocessing
 from .features import batched_inference
@@ -66,6 +70,30 @@ class Predictions:
     @property
     def labels(self) -> list[str]:
         return [p.label for p in self.items]
+
+    def write_csv(self, file: TextIO) -> None:
+        """path, label, probability and one column per class. Text cells are spreadsheet-safe (a
+        file named "=cmd|..." is shown, not run as a formula); undecodable name bytes as \\xNN."""
+        writer = csv.writer(file, lineterminator="\n")
+        writer.writerow(["path", "label", "probability", *map(spreadsheet_cell, self.classes)])
+        for p in self.items:
+            probabilities = (f"{p.probabilities[c]:.6f}" for c in self.classes)
+            writer.writerow(
+                [spreadsheet_cell(str(p.path)), spreadsheet_cell(p.label), f"{p.probability:.6f}", *probabilities]
+            )
+
+    def write_jsonl(self, file: TextIO, top_k: int = 3) -> None:
+        """One JSON object per image. A non-UTF-8 file name's bytes are \\udcXX escapes (valid JSON;
+        Python's json reads them back into the same path)."""
+        for p in self.items:
+            row = {
+                "path": str(p.path),
+                "label": p.label,
+                "probability": p.probability,
+                "top": p.top(top_k),
+                "probabilities": p.probabilities,
+            }
+            file.write(json.dumps(row) + "\n")
 
     @classmethod
     def from_probabilities(

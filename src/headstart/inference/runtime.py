@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..fsutil import default_mode
+from ..fsutil import cache_file, default_mode
 
 BATCH_SIZE = 32
 
@@ -64,6 +64,21 @@ def ort_session(path: Path, spinning: bool = False):
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def cached_session(
+    name: str, module: nn.Module, image_size: int, output_name: str = "features", root: Path | None = None
+):
+    """A session on `module` exported to the cache's onnx/ folder (a private temporary folder when
+    the cache can't be written); a damaged cached file (a power cut mid-write) is exported again."""
+    path = cache_file("onnx", name, root)
+    if path.exists():
+        try:
+            return ort_session(path)
+        except Exception:  # onnxruntime raises its own exception types for a damaged file
+            path.unlink(missing_ok=True)
+    export_onnx(module, path, image_size, output_name)
+    return ort_session(path)
 
 
 def onnx_runner(path: Path, spinning: bool = False) -> Callable[[np.ndarray], np.ndarray]:

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load, save
 
 from ..errors import HeadstartError
 from ..events import Cancelled
-from ..fsutil import recover, staged_directory
+from ..fsutil import recover, staged_directory, write_durably
+from ..schema import CheckpointMeta, read_json, validate
 
 if TYPE_CHECKING:
     from torch import nn
@@ -29,7 +31,8 @@ if TYPE_CHECKING:
     from ..hparams import HParams
     from .record import History
 
-LAYOUT = 2  # of the saved state; a checkpoint of another layout is refused, not misread
+LAYOUT = 3  # of the saved state; a checkpoint of another layout is refused, not misread
+TENSORS, STATE = "state.safetensors", "state.json"
 
 
 class Interrupted(Cancelled):
@@ -83,24 +86,37 @@ def rebuild(prefix: str, skeleton, tensors: dict[str, torch.Tensor]):
 
 
 def save_checkpoint(directory: Path, state: dict) -> None:
-    """Write `state` (nested dicts/lists of tensors and JSON values) atomically."""
+    """Write `state` (nested dicts/lists of tensors and JSON values) atomically and durably."""
+    blob = save(flatten("s", state))
+    skeleton = strip_tensors(state) | {"tensors_sha256": hashlib.sha256(blob).hexdigest()}
     with staged_directory(directory) as staging:
-        save_file(flatten("s", state), str(staging / "state.safetensors"))
-        (staging / "state.json").write_text(json.dumps(strip_tensors(state)), "utf-8")
+        write_durably(staging / TENSORS, blob)
+        write_durably(staging / STATE, json.dumps(skeleton).encode())
 
 
 def load_checkpoint(directory: Path, fingerprint: str) -> dict | None:
-    """The saved state, None if there is none; refuses one made for other settings or data."""
+    """The saved state, None if there is none; refuses one made for other settings or data, and a
+    damaged one (schema, tensors' hash), each with one line saying what to do."""
     recover(directory)
-    if not (directory / "state.json").exists():
+    if not (directory / STATE).exists():
         return None
-    skeleton = json.loads((directory / "state.json").read_text("utf-8"))
-    if skeleton.get("fingerprint") != fingerprint:
+    damaged = f"{directory}: damaged checkpoint; delete that folder to start over"
+    meta = validate(CheckpointMeta, read_json(directory / STATE), directory / STATE)
+    if meta.fingerprint != fingerprint:
         raise HeadstartError(
             f"{directory}: this checkpoint was made with other settings or data; "
             "run with the same command to resume, or delete it to start over"
         )
-    return rebuild("s", skeleton, load_file(str(directory / "state.safetensors")))
+    try:
+        blob = (directory / TENSORS).read_bytes()
+    except OSError as e:
+        raise HeadstartError(f"{damaged} ({TENSORS}: {e.strerror or e})") from None
+    if hashlib.sha256(blob).hexdigest() != meta.tensors_sha256:
+        raise HeadstartError(f"{damaged} ({TENSORS} does not match {STATE})")
+    try:
+        return rebuild("s", meta.model_dump(), load(blob))
+    except (SafetensorError, KeyError, ValueError) as e:
+        raise HeadstartError(f"{damaged} ({type(e).__name__})") from None
 
 
 class Checkpoints:

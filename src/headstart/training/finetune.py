@@ -23,11 +23,10 @@ from torch import nn
 from ..data.augment import Augmentation, rng_for
 from ..errors import HeadstartError
 from ..events import EventBus
-from ..fsutil import cache_root
 from ..hparams import HParams
 from ..inference.features import load_crops
 from ..inference.graph import ModelGraph
-from ..inference.runtime import export_onnx, ort_session, run_batched, state_fingerprint
+from ..inference.runtime import cached_session, run_batched, state_fingerprint
 from ..preprocessing import Preprocessing
 from .head import loss_functions
 from .loop import fit_epochs, seed_everything
@@ -104,10 +103,7 @@ class LowerBlocks:
         self.session = None
         if speed.onnx_lower and blocks and importlib.util.find_spec("onnxruntime"):
             name = f"lower-{state_fingerprint(backbone)}-{len(blocks)}-{preprocessing.fingerprint}.onnx"
-            path = cache_root() / "onnx" / name
-            if not path.exists():
-                export_onnx(self.graph, path, preprocessing.image_size, output_name="activations")
-            self.session = ort_session(path)
+            self.session = cached_session(name, self.graph, preprocessing.image_size, output_name="activations")
 
     def __call__(self, crops: np.ndarray) -> torch.Tensor:
         if self.session is not None:

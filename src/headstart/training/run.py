@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..backbones import get_backbone
-from ..bundle import save_model
+from ..bundle import check_target, save_model
 from ..data.dataset import Dataset, scan
 from ..data.labelled import DataSummary
 from ..data.remote import resolve_data
@@ -78,6 +78,17 @@ class DatasetFeatures:
             threshold,
             history.to_dict(),
         )
+
+
+def check_output(out: Path, data: str | Path) -> None:
+    """`out` must be a folder headstart may replace (see `check_target`) outside the data folder:
+    headstart never writes into the user's data."""
+    check_target(out.expanduser().absolute())
+    data_root = Path(data).expanduser()
+    if data_root.is_dir():
+        resolved, root = out.expanduser().resolve(), data_root.resolve()
+        if resolved == root or root in resolved.parents:
+            raise HeadstartError(f"{out}: inside the data folder {data_root}; save the model outside it")
 
 
 def step(method):
@@ -144,6 +155,8 @@ class TrainingRun:
         )
         if resume and out is None:
             raise HeadstartError("--resume needs --out: the folder of the run to continue")
+        if out is not None:  # refused now, not after an hour of training
+            check_output(Path(out), data)
         self.events = event_bus(on_event, quiet)
         self.spec = get_backbone(self.hp.backbone)
         self.spec.weights_path(weights)  # fail early, before scanning, if weights are missing
