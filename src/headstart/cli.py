@@ -144,6 +144,10 @@ def cmd_predict(args) -> int:
 
     predictor = load(args.model, weights=args.weights, engine=args.engine)  # a bundle, or an exported ONNX file
     result = predictor.predict(args.paths, on_event=_events(args) if args.format == "table" else None)
+    if not len(result):
+        path, reason = next(iter(result.failures.items()), ("", "no images given"))
+        others = f" (and {len(result.failures) - 1} more)" if len(result.failures) > 1 else ""
+        raise HeadstartError(f"nothing to label: {printable(str(path))}: {reason}{others}")
     for path, reason in result.failures.items():
         err.print(f"skipped {printable(str(path))}: {reason}", markup=False)
     classes = predictor.classes
@@ -162,8 +166,6 @@ def cmd_predict(args) -> int:
                 escape(printable(str(p.path))), *(escape(f"{printable(label)} {prob:.1%}") for label, prob in p.top(k))
             )
         out.print(table)
-    if not len(result):
-        raise HeadstartError("no image could be read: nothing to label" if result.failures else "no images given")
     return 0
 
 

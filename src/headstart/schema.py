@@ -182,11 +182,11 @@ class ExportMeta(Strict):
 
 
 class CheckpointMeta(BaseModel):
-    """A checkpoint's state.json: the run it belongs to and the hash of its tensors."""
+    """A checkpoint's state.json: the run it belongs to, and a checksum over it and its tensors."""
 
     model_config = ConfigDict(extra="allow")
     fingerprint: Sha256
-    tensors_sha256: Sha256
+    checksum: Sha256
     stage1_done: bool
     stage1: dict[str, Any]
     stage2: dict[str, Any] | None = None

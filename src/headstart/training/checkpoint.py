@@ -88,7 +88,8 @@ def rebuild(prefix: str, skeleton, tensors: dict[str, torch.Tensor]):
 def save_checkpoint(directory: Path, state: dict) -> None:
     """Write `state` (nested dicts/lists of tensors and JSON values) atomically and durably."""
     blob = save(flatten("s", state))
-    skeleton = strip_tensors(state) | {"tensors_sha256": hashlib.sha256(blob).hexdigest()}
+    skeleton = strip_tensors(state)
+    skeleton["checksum"] = _checksum(skeleton, blob)
     with staged_directory(directory) as staging:
         write_durably(staging / TENSORS, blob)
         write_durably(staging / STATE, json.dumps(skeleton).encode())
@@ -101,7 +102,8 @@ def load_checkpoint(directory: Path, fingerprint: str) -> dict | None:
     if not (directory / STATE).exists():
         return None
     damaged = f"{directory}: damaged checkpoint; delete that folder to start over"
-    meta = validate(CheckpointMeta, read_json(directory / STATE), directory / STATE)
+    skeleton = read_json(directory / STATE)
+    meta = validate(CheckpointMeta, skeleton, directory / STATE)
     if meta.fingerprint != fingerprint:
         raise HeadstartError(
             f"{directory}: this checkpoint was made with other settings or data; "
@@ -111,12 +113,18 @@ def load_checkpoint(directory: Path, fingerprint: str) -> dict | None:
         blob = (directory / TENSORS).read_bytes()
     except OSError as e:
         raise HeadstartError(f"{damaged} ({TENSORS}: {e.strerror or e})") from None
-    if hashlib.sha256(blob).hexdigest() != meta.tensors_sha256:
-        raise HeadstartError(f"{damaged} ({TENSORS} does not match {STATE})")
+    if _checksum(skeleton, blob) != meta.checksum:
+        raise HeadstartError(f"{damaged} (its files do not match their checksum)")
     try:
-        return rebuild("s", meta.model_dump(), load(blob))
+        return rebuild("s", skeleton, load(blob))
     except (SafetensorError, KeyError, ValueError) as e:
         raise HeadstartError(f"{damaged} ({type(e).__name__})") from None
+
+
+def _checksum(skeleton: dict, blob: bytes) -> str:
+    """sha256 over the state's JSON (less this field) and its tensors: any edit of either shows."""
+    text = json.dumps({k: v for k, v in skeleton.items() if k != "checksum"}, sort_keys=True).encode()
+    return hashlib.sha256(hashlib.sha256(text).digest() + blob).hexdigest()
 
 
 class Checkpoints:
