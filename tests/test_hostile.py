@@ -164,6 +164,9 @@ def bad_invocations(root: Path) -> list[tuple[str, list[str], str]]:
         ("train-out-under-a-file", ["train", data, "-o", str(root / "a-file" / "m")], "not a folder"),
         ("train-out-symlink", ["train", data, "-o", str(root / "link")], "symbolic link"),
         ("train-out-name-too-long", ["train", data, "-o", str(root / ("x" * 300))], "too long"),
+        ("train-out-path-too-long", ["train", data, "-o", str(root / ("d/" * 2100))], "this OS allows"),
+        ("train-out-unwritable", ["train", data, "-o", "/proc/headstart-model"], "can't write there"),
+        ("predict-path-too-long", ["predict", str(root / "runs" / "m"), "x/" * 2100], "too long"),
         ("train-out-over-a-file", ["train", data, "-o", str(root / "notes.txt")], "not a folder"),
         ("train-damaged-checkpoint", ["train", data, "-o", str(root / "runs" / "m"), "--resume"], "fingerprint"),
         ("train-missing-data", ["train", str(root / "nowhere")], "no such folder"),
@@ -375,3 +378,17 @@ def test_an_unusable_cache_location_means_running_uncached(small_hymenoptera, tm
         clf = headstart.train(small_hymenoptera, hidden=(8,))
     assert clf.metrics.accuracy > 0.5
     assert any("unusable" in r.message for r in caplog.records)
+
+
+def test_a_cache_that_fills_up_mid_run_warns_once_and_the_run_goes_on(small_hymenoptera, tmp_path, monkeypatch, caplog):
+    import headstart.inference.cache as cache
+
+    def full(path, data, durable=False):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cache, "atomic_write_bytes", full)
+    with caplog.at_level("WARNING", logger="headstart"):
+        clf = headstart.train(small_hymenoptera, hidden=(8,), seed=3)
+    assert clf.metrics.count == 12
+    assert len([r for r in caplog.records if "can't write" in r.message]) == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -56,6 +57,9 @@ def users_file(name: str) -> bool:
 def check_target(target: Path) -> None:
     """Refuse, before any work, a folder the bundle may not replace: only a headstart bundle or
     an empty (or missing) folder, never a symlink, and somewhere writable."""
+    limit = os.pathconf("/", "PC_PATH_MAX")
+    if len(os.fsencode(target)) + 32 >= limit:  # room for the staging folder's name
+        raise HeadstartError(f"--out is {len(os.fsencode(target))} bytes long; this OS allows paths of {limit}")
     if target.is_symlink():
         raise HeadstartError(f"{target}: is a symbolic link; give the real folder as --out")
     if target.exists():
@@ -77,8 +81,12 @@ def check_target(target: Path) -> None:
 
 
 def _check_writable(folder: Path) -> None:
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise HeadstartError(f"{folder}: not writable (permission denied); choose another --out")
+    """Try it (a permission check alone misses read-only file systems, and root passes it anyway)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise HeadstartError(f"{folder}: can't write there ({e.strerror or e}); choose another --out") from None
 
 
 def save_bundle(directory: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
