@@ -58,4 +58,7 @@ class FeatureCache:
         try:
             atomic_write_bytes(self._path(content_hash), blob + hashlib.sha256(blob).digest(), durable=True)
         except OSError as e:  # full or read-only now: the run goes on without caching
-            warn_once(f"feature cache {self.dir}: can't write ({e.strerror or e}); continuing without it", key=f"put {self.dir}")
+            warn_once(
+                f"feature cache {self.dir}: can't write ({e.strerror or e}); continuing without it",
+                key=f"put {self.dir}",
+            )
