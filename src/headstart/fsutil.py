@@ -126,8 +126,9 @@ def _retired(target: Path) -> Path:
     return target.with_name(f".{target.name}.old")
 
 
-def _staging_prefix(target: Path, pid: int | None = None) -> str:
-    return f".{target.name}.{pid or os.getpid()}-"
+def _staging_prefix(target: Path) -> str:
+    """`.<name>.<pid>-`: the pid tells a dead process's leftovers from a live save (see below)."""
+    return f".{target.name}.{os.getpid()}-"
 
 
 def _alive(pid: int) -> bool:

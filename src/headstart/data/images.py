@@ -20,7 +20,7 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".webp", ".tif", ".tiff"}
 )
 # Limits, checked before decoding, so that one file never costs more than a bounded amount of memory
-# (measured in tests/test_hostile.py). Large JPEGs pass: they are decoded at 1/2 to 1/8 scale (draft mode).
+# (measured in tests/test_limits.py). Large JPEGs pass: they are decoded at 1/2 to 1/8 scale (draft mode).
 MAX_FILE_BYTES = 100 << 20  # a 50 Mpx photo is 10-30 MB as a JPEG, at most 150 MB as an 8-bit RGB TIFF
 MAX_PIXELS = 50_000_000  # of the decoded image: 150 MB as RGB, whatever the file's bit depth
 Image.MAX_IMAGE_PIXELS = None  # replaced by the MAX_PIXELS check, which also sees JPEG's reduced decoding
