@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -21,7 +20,7 @@ from safetensors.torch import save as save_safetensors
 from .backbones import get_backbone
 from .errors import HeadstartError
 from .formats import REPORT_FILES
-from .fsutil import recover, staged_directory, write_durably
+from .fsutil import probe_writable, recover, staged_directory, write_durably
 from .inference.graph import build_head, head_layout
 from .inference.model import Model
 from .preprocessing import Preprocessing
@@ -81,10 +80,8 @@ def check_target(target: Path) -> None:
 
 
 def _check_writable(folder: Path) -> None:
-    """Try it (a permission check alone misses read-only file systems, and root passes it anyway)."""
     try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        probe_writable(folder)
     except OSError as e:
         raise HeadstartError(f"{folder}: can't write there ({e.strerror or e}); choose another --out") from None
 

@@ -22,12 +22,18 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "headstart"
 
 
+def probe_writable(folder: Path) -> None:
+    """Create and drop a file in `folder`, raising the OSError if that fails: unlike a permission
+    check, this sees read-only file systems, full disks and root alike."""
+    with tempfile.TemporaryFile(dir=folder):
+        pass
+
+
 def usable_cache_dir(path: Path) -> bool:
     """Whether `path` (created if missing) can hold cache files; if not, one warning says so."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
+        probe_writable(path)
     except OSError as e:
         warn_once(f"cache {path} is unusable ({e.strerror or e}); running without it", key=f"unusable {cache_root()}")
         return False
