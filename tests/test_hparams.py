@@ -66,7 +66,8 @@ def test_non_default_flags_round_trip_through_model_json(colour_folder, tmp_path
     from dataclasses import fields
 
     import headstart
-    from headstart.cli import build_parser, hparams_from_args
+    from headstart.cli import build_parser
+    from headstart.hparams import hparams_from_args
 
     argv = ["train", "data"]
     for f in fields(HParams):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 from rich.console import Console
@@ -16,7 +15,7 @@ from .display import printable
 from .errors import HeadstartError
 from .events import Cancelled
 from .formats import FORMATS
-from .hparams import HParams, cli_flag
+from .hparams import add_hparams_arguments, hparams_from_args
 from .version import __version__
 
 out = Console(highlight=False, soft_wrap=True)  # never break a path or a message in two
@@ -31,47 +30,6 @@ def _default_out(data: str) -> Path:
     while candidate.exists():
         candidate, n = base.with_name(f"{base.name}-{n}"), n + 1
     return candidate
-
-
-def _argument_type(parse):
-    """Wrap a parser so that its ValueError becomes argparse's one-line usage error."""
-
-    def convert(text: str):
-        try:
-            return parse(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    convert.__name__ = getattr(parse, "__name__", "value")
-    return convert
-
-
-def add_hparams_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per `HParams` field, with the group and help text the field declares."""
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for f in fields(HParams):
-        cli = f.metadata["cli"]
-        if cli["group"] not in groups:
-            groups[cli["group"]] = parser.add_argument_group(cli["group"])
-        group, flag = groups[cli["group"]], cli_flag(f)
-        if isinstance(f.default, bool):
-            group.add_argument(flag, dest=f.name, action="store_false" if f.default else "store_true", help=cli["help"])
-            continue
-        kind = cli["type"] or type(f.default)
-        default_text = "" if f.default in (None, ()) else " (default %(default)s)"
-        group.add_argument(
-            flag,
-            dest=f.name,
-            type=_argument_type(kind),
-            default=f.default,
-            choices=cli["choices"],
-            metavar=cli["metavar"],
-            help=cli["help"] + default_text,
-        )
-
-
-def hparams_from_args(args: argparse.Namespace) -> HParams:
-    return HParams(**{f.name: getattr(args, f.name) for f in fields(HParams)})
 
 
 def _events(args):
@@ -182,6 +140,20 @@ def cmd_export(args) -> int:
             on_event=_events(args),
         )
         out.print(f"[green]exported[/] {result}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from .classifier import load
+    from .serve.app import create_app
+
+    predictor = load(args.model, weights=args.weights, engine=args.engine)
+    api_key = args.api_key or os.environ.get("HEADSTART_API_KEY")
+    app = create_app(predictor, name=Path(args.model).name, api_key=api_key)
+    err.print(f"serving {args.model} on http://{args.host}:{args.port} (API: /openapi.json)", markup=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 
@@ -326,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", metavar="DIR", help="the training folder, if it moved (for verification and int8 calibration)"
     )
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", parents=model_parents, help="serve a saved model over HTTP (REST, OpenAPI)")
+    p.add_argument("model", help="model bundle directory, or an ONNX file exported by headstart")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default %(default)s: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="default %(default)s")
+    p.add_argument("--api-key", help="require this key in an X-API-Key header (default: $HEADSTART_API_KEY, else none)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
         "imagenet", parents=[shared["weights"]], help="show the bare pretrained model's ImageNet top-5 for images"

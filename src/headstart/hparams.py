@@ -6,6 +6,7 @@ from this class: a new field is a new flag, and nothing is declared twice.
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any
 
@@ -197,3 +198,44 @@ class HParams:
 HParams.__doc__ += "\n    Attributes:\n" + "".join(
     f"        {f.name}: {f.metadata['cli']['help']} (default {f.default!r}).\n" for f in fields(HParams)
 )
+
+
+def _argument_type(parse):
+    """Wrap a parser so that its ValueError becomes argparse's one-line usage error."""
+
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
+
+
+def add_hparams_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per `HParams` field, with the group and help text the field declares."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in fields(HParams):
+        cli = f.metadata["cli"]
+        if cli["group"] not in groups:
+            groups[cli["group"]] = parser.add_argument_group(cli["group"])
+        group, flag = groups[cli["group"]], cli_flag(f)
+        if isinstance(f.default, bool):
+            group.add_argument(flag, dest=f.name, action="store_false" if f.default else "store_true", help=cli["help"])
+            continue
+        kind = cli["type"] or type(f.default)
+        default_text = "" if f.default in (None, ()) else " (default %(default)s)"
+        group.add_argument(
+            flag,
+            dest=f.name,
+            type=_argument_type(kind),
+            default=f.default,
+            choices=cli["choices"],
+            metavar=cli["metavar"],
+            help=cli["help"] + default_text,
+        )
+
+
+def hparams_from_args(args: argparse.Namespace) -> HParams:
+    return HParams(**{f.name: getattr(args, f.name) for f in fields(HParams)})

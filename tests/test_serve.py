@@ -1,0 +1,199 @@
+"""`headstart serve`: every endpoint, every kind of bad input (a 4xx with a JSON reason, never a
+500), the same probabilities as `headstart predict`, batching, and the CLI on a real socket."""
+
+import base64
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+import headstart
+from headstart.serve.app import create_app
+from headstart.serve.batcher import GreedyBatcher
+
+
+@pytest.fixture(scope="module")
+def bundle(small_hymenoptera, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("serve") / "model"
+    clf = headstart.train(small_hymenoptera, out=out, hidden=(16,))
+    clf.export("onnx", out.parent / "model.onnx")
+    return out
+
+
+@pytest.fixture(scope="module")
+def images(small_hymenoptera) -> list[Path]:
+    return sorted((small_hymenoptera / "val").rglob("*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def client(bundle):
+    app = create_app(
+        headstart.load(bundle), name="ants-bees", max_images=8, max_image_bytes=2 << 20, max_body_bytes=4 << 20
+    )
+    with TestClient(app) as c:
+        yield c
+
+
+def files(*paths, name="files"):
+    return [(name, (p.name, p.read_bytes(), "image/jpeg")) for p in paths]
+
+
+def test_health_and_model_metadata(client):
+    assert client.get("/v1/health/live").json() == {"status": "live"}
+    assert client.get("/v1/health/ready").json() == {"status": "ready"}
+    meta = client.get("/v1/model").json()
+    assert meta["labels"] == ["ants", "bees"] and meta["backbone"] == "mobilenet_v2"
+    assert meta["preprocessing"]["image_size"] == 224 and 0 <= meta["metrics"]["accuracy"] <= 1
+    schema = client.get("/openapi.json").json()
+    assert {"/v1/predict", "/v1/predict/base64", "/v1/model", "/v1/health/ready"} <= set(schema["paths"])
+
+
+@pytest.mark.parametrize("model_file", ["model", "model.onnx"])
+def test_same_probabilities_as_headstart_predict(bundle, images, model_file):
+    predictor = headstart.load(bundle.parent / model_file)
+    expected = predictor.predict(images)
+    with TestClient(create_app(predictor)) as c:
+        multipart = c.post("/v1/predict", files=files(*images[:6]), params={"top_k": 2}).json()["predictions"]
+        b64 = [{"name": p.name, "data": base64.b64encode(p.read_bytes()).decode()} for p in images[6:12]]
+        as_json = c.post("/v1/predict/base64", json={"images": b64}).json()["predictions"]
+    got = multipart + as_json
+    assert [g["name"] for g in got] == [p.name for p in images[:12]]
+    for g, e in zip(got, expected):
+        assert g["label"] == e.label and len(g["top"]) in (2, 3)
+        for label in predictor.classes:
+            assert abs(g["probabilities"][label] - e.probabilities[label]) <= 1e-6
+
+
+def _bomb() -> bytes:
+    buf = io.BytesIO()
+    Image.new("1", (17_000, 17_000), 1).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_bad_input_is_a_4xx_with_a_reason_never_a_500(client, images):
+    jpeg = images[0].read_bytes()
+    cases = {
+        "not an image": (
+            422,
+            "not a recognised image format",
+            dict(files=[("files", ("a.txt", b"hello", "text/plain"))]),
+        ),
+        "truncated": (422, "corrupt or truncated", dict(files=[("files", ("t.jpg", jpeg[:600], "image/jpeg"))])),
+        "empty": (422, "empty file", dict(files=[("files", ("e.jpg", b"", "image/jpeg"))])),
+        "bomb": (422, "too large to decode safely", dict(files=[("files", ("bomb.png", _bomb(), "image/png"))])),
+        "image too big": (413, "limit", dict(files=[("files", ("big.jpg", jpeg + bytes(3 << 20), "image/jpeg"))])),
+        "too many": (413, "the limit is 8", dict(files=files(*images[:9]))),
+        "body too big": (
+            413,
+            "request body",
+            dict(files=[("files", (f"{i}.jpg", bytes(1 << 20), "image/jpeg")) for i in range(5)]),
+        ),
+        "no files": (422, "files", dict(data={"x": "1"})),
+        "top_k zero": (422, "top_k", dict(files=files(images[0]), params={"top_k": 0})),
+    }
+    for case, (status, reason, kwargs) in cases.items():
+        r = client.post("/v1/predict", **kwargs)
+        assert r.status_code == status and reason in r.json()["error"], (case, r.status_code, r.text)
+    b64 = {
+        "bad base64": (400, "not valid base64", {"images": [{"data": "@@@"}]}),
+        "no images": (422, "images", {"images": []}),
+        "not JSON": (422, "", None),
+    }
+    for case, (status, reason, body) in b64.items():
+        r = (
+            client.post("/v1/predict/base64", json=body)
+            if body is not None
+            else client.post("/v1/predict/base64", content=b"{nope", headers={"content-type": "application/json"})
+        )
+        assert r.status_code == status and reason in r.json()["error"], (case, r.text)
+    for path in ("/../../etc/passwd", "/v1/model/../../../etc/passwd", "/static/%2e%2e/%2e%2e/etc/passwd"):
+        r = client.get(path)
+        assert r.status_code == 404 and "root:" not in r.text
+    metrics = client.get("/metrics").text
+    assert 'headstart_errors_total{reason="500"}' not in metrics
+    assert 'headstart_errors_total{reason="422"}' in metrics and "headstart_request_latency_seconds_bucket" in metrics
+
+
+def test_api_key_guards_everything_but_health(bundle, images):
+    with TestClient(create_app(headstart.load(bundle), api_key="s3cret")) as c:
+        assert c.get("/v1/health/live").status_code == 200
+        assert c.get("/v1/model").status_code == 401
+        assert c.post("/v1/predict", files=files(images[0]), headers={"X-API-Key": "wrong"}).status_code == 401
+        assert c.post("/v1/predict", files=files(images[0]), headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert c.get("/v1/model", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_greedy_batcher_runs_queued_requests_together_and_survives_errors():
+    seen = []
+
+    def infer(batch):
+        seen.append(len(batch))
+        time.sleep(0.05)
+        if (batch == 7).any():
+            raise RuntimeError("boom")
+        return batch.reshape(len(batch), -1)[:, :2].astype(np.float32)
+
+    batcher = GreedyBatcher(infer, max_batch=64)
+    crops = [np.full((n, 2, 2, 3), i, np.uint8) for i, n in enumerate([1, 2, 3, 4, 5])]
+    futures = [batcher.submit(c) for c in crops]
+    results = [f.result(timeout=5) for f in futures]
+    assert [r[:, 0].tolist() for r in results] == [[i] * n for i, n in enumerate([1, 2, 3, 4, 5])]
+    assert sum(seen) == 15 and len(seen) < 5  # queued requests ran together
+    with pytest.raises(RuntimeError, match="boom"):
+        batcher.submit(np.full((1, 2, 2, 3), 7, np.uint8)).result(timeout=5)
+    assert batcher.submit(crops[1]).result(timeout=5).shape == (2, 2)  # the worker lives on
+    batcher.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_cli_serves_concurrent_clients_on_loopback(bundle, images):
+    port = _free_port()
+    env = os.environ | {"HEADSTART_API_KEY": "k"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "headstart", "serve", str(bundle), "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{base}/v1/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        headers = {"X-API-Key": "k"}
+
+        def one(path):
+            with httpx.Client(base_url=base, headers=headers, timeout=60) as c:
+                return c.post("/v1/predict", files=files(path)).json()["predictions"][0]["label"]
+
+        with ThreadPoolExecutor(8) as pool:
+            labels = list(pool.map(one, images * 2))
+        expected = [p.label for p in headstart.load(bundle).predict(images)] * 2
+        assert labels == expected
+        metrics = httpx.get(f"{base}/metrics", headers=headers).text
+        assert "headstart_images_total 24.0" in metrics
+        sizes = [line for line in metrics.splitlines() if line.startswith("headstart_batch_size_count")]
+        assert sizes and float(sizes[0].split()[-1]) < 25  # fewer runs than requests: batched (plus warm-up)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert "Traceback" not in proc.stderr.read()
