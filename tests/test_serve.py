@@ -143,7 +143,7 @@ def test_greedy_batcher_runs_queued_requests_together_and_survives_errors():
             raise RuntimeError("boom")
         return batch.reshape(len(batch), -1)[:, :2].astype(np.float32)
 
-    batcher = GreedyBatcher(infer, max_batch=64)
+    batcher = GreedyBatcher(infer, max_batch=64)  # one batch may take all 15 images
     crops = [np.full((n, 2, 2, 3), i, np.uint8) for i, n in enumerate([1, 2, 3, 4, 5])]
     futures = [batcher.submit(c) for c in crops]
     results = [f.result(timeout=5) for f in futures]
