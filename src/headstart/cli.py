@@ -157,6 +157,22 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_studio(args) -> int:
+    import uvicorn
+
+    from .studio.app import create_app
+
+    app = create_app(args.project)
+    url = f"http://{args.host}:{args.port}/"
+    err.print(f"headstart studio on {url} (project: {Path(args.project).absolute()}); Ctrl-C to stop", markup=False)
+    if not args.no_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def cmd_imagenet(args) -> int:
     import torch
 
@@ -305,6 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="default %(default)s")
     p.add_argument("--api-key", help="require this key in an X-API-Key header (default: $HEADSTART_API_KEY, else none)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("studio", help="a local web app: collect images (webcam, files), train, look, try, export")
+    p.add_argument("project", nargs="?", default=".", help="project folder, <class>/<images> (default: here)")
+    p.add_argument("--host", default="127.0.0.1", help="default %(default)s: this machine only")
+    p.add_argument("--port", type=int, default=8500, help="default %(default)s")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser window")
+    p.set_defaults(func=cmd_studio)
 
     p = sub.add_parser(
         "imagenet", parents=[shared["weights"]], help="show the bare pretrained model's ImageNet top-5 for images"

@@ -81,13 +81,14 @@ class DatasetFeatures:
 
 
 def check_output(out: Path, data: str | Path) -> None:
-    """`out` must be a folder headstart may replace (see `check_target`) outside the data folder:
-    headstart never writes into the user's data."""
+    """`out` must be a folder headstart may replace (see `check_target`), outside the data folder
+    or in a hidden folder of it (never scanned as data: the studio keeps its models there)."""
     check_target(out.expanduser().absolute())
     data_root = Path(data).expanduser()
     if data_root.is_dir():
         resolved, root = out.expanduser().resolve(), data_root.resolve()
-        if resolved == root or root in resolved.parents:
+        inside = resolved == root or root in resolved.parents
+        if inside and not any(part.startswith(".") for part in resolved.relative_to(root).parts):
             raise HeadstartError(f"{out}: inside the data folder {data_root}; save the model outside it")
 
 

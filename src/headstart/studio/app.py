@@ -1,0 +1,279 @@
+"""`headstart studio`: a local web app to build a dataset (webcam, files), train, look at the
+mistakes, try the model live and export it. The page is plain HTML/CSS/JS in `static/`.
+
+The server is the same machinery as the CLI: `TrainingRun` (its events streamed to the page as
+server-sent events), `Classifier.evaluate` and `export`, and the decode and crop of `serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import threading
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from ..errors import HeadstartError
+from ..formats import SUFFIX
+from ..serve.app import ApiError, prepare_crop
+from .project import Project
+
+STATIC = Path(__file__).parent / "static"
+MAX_UPLOAD_BYTES = 20 << 20
+
+
+class ClassName(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class Move(BaseModel):
+    to: str
+
+
+class TrainSettings(BaseModel):
+    """The main knobs (HParams fields); the rest keep their defaults."""
+
+    epochs: int = Field(100, ge=1, le=1000)
+    backbone: str = "mobilenet_v2"
+    augment: Literal["none", "light", "strong"] = "none"
+    views: int = Field(0, ge=0, le=8)
+    fine_tune: int = Field(0, ge=0, le=20)
+    hidden: list[int] = Field(default_factory=list, max_length=4)
+
+
+class Trainer:
+    """One training run at a time, on a thread; its events are kept so any page (or a reloaded
+    one) can replay and follow them."""
+
+    def __init__(self, project: Project):
+        self.project = project
+        self.events: list[dict] = []
+        self.thread: threading.Thread | None = None
+        self.run = None
+        self.error: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def start(self, settings: TrainSettings) -> None:
+        from ..hparams import HParams
+        from ..training.run import TrainingRun
+
+        if self.running:
+            raise ApiError(409, "a training run is already going")
+        hp = HParams.from_dict(settings.model_dump())
+        self.events, self.error = [], None
+        out = self.project.new_model_dir()
+        self.run = TrainingRun(self.project.root, hp, out=out, on_event=self._on_event, quiet=True)
+        self.thread = threading.Thread(target=self._train, daemon=True)
+        self.thread.start()
+
+    def _on_event(self, event) -> None:
+        self.events.append({"type": "event", **dataclasses.asdict(event)})
+
+    def _train(self) -> None:
+        try:
+            self.run.run()
+            record = self.run.record
+            self.events.append(
+                {
+                    "type": "done",
+                    "accuracy": record.metrics.accuracy,
+                    "split": record.evaluated_on,
+                    "skipped": record.skipped,
+                    "leakage": record.leakage.message() if record.leakage else None,
+                }
+            )
+        except Exception as e:  # shown on the page, in one line, like the CLI
+            self.error = str(e) if isinstance(e, HeadstartError) else f"{type(e).__name__}: {e}"
+            self.events.append({"type": "failed", "error": self.error})
+
+    def cancel(self) -> None:
+        if self.running:
+            self.run.cancel()
+
+
+def create_app(project_dir: str | Path) -> FastAPI:
+    project = Project(project_dir)
+    trainer = Trainer(project)
+    cache: dict = {}  # the loaded latest model and its evaluation, by bundle path
+
+    app = FastAPI(title="headstart studio", docs_url=None, redoc_url=None)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, e: ApiError):
+        return JSONResponse({"error": e.message}, status_code=e.status)
+
+    @app.exception_handler(HeadstartError)
+    async def user_error(request: Request, e: HeadstartError):
+        return JSONResponse({"error": str(e)}, status_code=400)
+
+    def latest():
+        models = project.models()
+        if not models:
+            raise ApiError(404, "no trained model yet: train one first")
+        path = models[-1]
+        if cache.get("path") != path:
+            from ..classifier import Classifier
+
+            clf = Classifier.load(path)
+            cache.clear()
+            cache.update(path=path, clf=clf, evaluation=None)
+        return cache["clf"]
+
+    @app.get("/api/project")
+    def state() -> dict:
+        return {
+            "path": str(project.root),
+            "classes": [{"name": c, "count": len(project.images(c))} for c in project.classes()],
+            "models": [p.name for p in project.models()],
+            "training": trainer.running,
+        }
+
+    @app.post("/api/classes")
+    def add_class(body: ClassName) -> dict:
+        project.add_class(body.name)
+        return {"ok": True}
+
+    @app.patch("/api/classes/{name}")
+    def rename_class(name: str, body: ClassName) -> dict:
+        project.rename_class(name, body.name)
+        return {"ok": True}
+
+    @app.delete("/api/classes/{name}")
+    def delete_class(name: str) -> dict:
+        project.delete_class(name)
+        return {"ok": True}
+
+    @app.get("/api/classes/{name}/images")
+    def list_images(
+        name: str, offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=500)] = 60
+    ) -> dict:
+        names = project.images(name)
+        return {"total": len(names), "images": names[offset : offset + limit]}
+
+    @app.post("/api/classes/{name}/images")
+    def upload(name: str, files: Annotated[list[UploadFile], File()]) -> dict:
+        saved, refused = [], []
+        for f in files:
+            data = f.file.read(MAX_UPLOAD_BYTES + 1)
+            name_given = f.filename or "image.jpg"
+            if len(data) > MAX_UPLOAD_BYTES:
+                refused.append({"name": name_given, "error": "over the 20 MB limit"})
+                continue
+            result = project.add_image(name, name_given, data)
+            if result.error:
+                refused.append({"name": result.name, "error": result.error})
+            else:
+                saved.append(result.name)
+        return {"saved": saved, "refused": refused}
+
+    @app.get("/api/images/{name}/{file}")
+    def image(name: str, file: str, thumb: bool = False) -> Response:
+        if thumb:
+            return Response(project.thumbnail(name, file), media_type="image/jpeg")
+        return FileResponse(project.image_path(name, file))
+
+    @app.delete("/api/images/{name}/{file}")
+    def delete_image(name: str, file: str) -> dict:
+        project.delete_image(name, file)
+        return {"ok": True}
+
+    @app.post("/api/images/{name}/{file}/move")
+    def move_image(name: str, file: str, body: Move) -> dict:
+        return {"name": project.move_image(name, file, body.to)}
+
+    @app.post("/api/train")
+    def train(settings: TrainSettings) -> dict:
+        trainer.start(settings)
+        return {"ok": True}
+
+    @app.post("/api/train/cancel")
+    def cancel() -> dict:
+        trainer.cancel()
+        return {"ok": True}
+
+    @app.get("/api/train/events")
+    async def events(request: Request) -> StreamingResponse:
+        """Server-sent events: every event of the current run from the first, then as they come."""
+
+        async def stream():
+            sent = 0
+            while not await request.is_disconnected():
+                while sent < len(trainer.events):
+                    yield f"data: {json.dumps(trainer.events[sent], default=str)}\n\n"
+                    sent += 1
+                if not trainer.running and sent >= len(trainer.events):
+                    yield 'data: {"type": "idle"}\n\n'
+                    return
+                await asyncio.sleep(0.1)
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    @app.get("/api/model")
+    def model() -> dict:
+        clf = latest()
+        if cache["evaluation"] is None:
+            cache["evaluation"] = clf.evaluate()
+        ev = cache["evaluation"]
+        root = project.root
+        predicted = ev.probabilities.argmax(1)
+        items = [
+            {
+                "class": p.parent.name,
+                "file": p.name,
+                "true": ev.classes[int(t)],
+                "predicted": ev.classes[int(q)],
+                "confidence": float(ev.probabilities[i, q]),
+            }
+            for i, (p, t, q) in enumerate(zip(ev.paths, ev.labels, predicted))
+            if Path(p).parent.parent == root
+        ]
+        mistakes = sorted((x for x in items if x["true"] != x["predicted"]), key=lambda x: -x["confidence"])
+        return {
+            "name": cache["path"].name,
+            "split": ev.split,
+            "accuracy": ev.metrics.accuracy,
+            "classes": ev.classes,
+            "per_class": ev.per_class_rows(),
+            "confusion": ev.metrics.confusion,
+            "images": items,
+            "mistakes": mistakes[:24],
+            "calibration_error": ev.expected_calibration_error,
+        }
+
+    @app.post("/api/predict")
+    def predict(file: Annotated[UploadFile, File()]) -> dict:
+        clf = latest()
+        crop = prepare_crop(file.file.read(MAX_UPLOAD_BYTES + 1), file.filename or "image", clf)
+        row = clf.predict_arrays(crop[None])[0]
+        order = np.argsort(-row, kind="stable")
+        return {"label": clf.classes[order[0]], "probabilities": {c: float(p) for c, p in zip(clf.classes, row)}}
+
+    @app.post("/api/export/{fmt}")
+    def export(fmt: str) -> dict:
+        if fmt not in SUFFIX:
+            raise ApiError(404, f"unknown export format {fmt!r}")
+        clf = latest()
+        result = clf.export(fmt, cache["path"] / f"model{SUFFIX[fmt]}", overwrite=True)
+        return {"file": result.path.name, "verification": result.verification, "summary": str(result)}
+
+    @app.get("/api/download/{file}")
+    def download(file: str) -> FileResponse:
+        latest()
+        allowed = {f"model{s}" for s in SUFFIX.values()} | {"model.json", "model.safetensors"}
+        path = cache["path"] / file
+        if file not in allowed or not path.is_file():
+            raise ApiError(404, f"no {file!r} for this model")
+        return FileResponse(path, filename=f"{cache['path'].name}-{file}")
+
+    app.mount("/", StaticFiles(directory=STATIC, html=True), name="static")
+    return app

@@ -1,0 +1,112 @@
+"""A studio project: a folder laid out as a headstart dataset (`<class>/<images>`), so that
+`headstart train PROJECT` works on it too, plus its models under `.headstart/models/` (hidden
+folders are never scanned as data). Every path a request names is checked to stay inside."""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..bundle import is_bundle
+from ..data.images import ImageDecodeError, decode, is_image_path
+from ..errors import HeadstartError
+from ..fsutil import atomic_write_bytes
+
+CLASS_NAME = re.compile(r"^[^/\\\x00-\x1f.][^/\\\x00-\x1f]{0,99}$")  # no separators, not hidden, ≤ 100
+
+
+@dataclass
+class Saved:
+    name: str
+    error: str | None = None
+
+
+class Project:
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().absolute()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.models_dir = self.root / ".headstart" / "models"
+
+    # -- classes
+    def classes(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def _class_dir(self, name: str, must_exist: bool = True) -> Path:
+        if not CLASS_NAME.match(name) or name.strip() != name:
+            raise HeadstartError(f"{name!r}: not a usable class name (no slashes, not starting with a dot)")
+        path = self.root / name
+        if must_exist and not path.is_dir():
+            raise HeadstartError(f"no class {name!r}")
+        return path
+
+    def add_class(self, name: str) -> None:
+        path = self._class_dir(name, must_exist=False)
+        if path.exists():
+            raise HeadstartError(f"class {name!r} already exists")
+        path.mkdir()
+
+    def rename_class(self, name: str, new: str) -> None:
+        src, dst = self._class_dir(name), self._class_dir(new, must_exist=False)
+        if dst.exists():
+            raise HeadstartError(f"class {new!r} already exists")
+        src.rename(dst)
+
+    def delete_class(self, name: str) -> None:
+        shutil.rmtree(self._class_dir(name))
+
+    # -- images
+    def images(self, name: str) -> list[str]:
+        return sorted(p.name for p in self._class_dir(name).iterdir() if p.is_file() and is_image_path(p))
+
+    def image_path(self, name: str, file: str) -> Path:
+        path = self._class_dir(name) / file
+        if Path(file).name != file or file.startswith(".") or not path.is_file():
+            raise HeadstartError(f"no image {file!r} in {name!r}")
+        return path
+
+    def add_image(self, name: str, filename: str, data: bytes) -> Saved:
+        """Keep a file that decodes (as it came); refuse anything else with the reason."""
+        folder = self._class_dir(name)
+        try:
+            decode(data, min_size=16)
+        except ImageDecodeError as e:
+            return Saved(filename, str(e))
+        stem = re.sub(r"[^\w.-]+", "_", Path(filename).stem)[:60] or "image"
+        suffix = Path(filename).suffix.lower() if is_image_path(Path(filename)) else ".jpg"
+        target = folder / f"{stem}{suffix}"
+        n = 1
+        while target.exists():
+            target, n = folder / f"{stem}-{n}{suffix}", n + 1
+        atomic_write_bytes(target, data)
+        return Saved(target.name)
+
+    def delete_image(self, name: str, file: str) -> None:
+        self.image_path(name, file).unlink()
+
+    def move_image(self, name: str, file: str, to: str) -> str:
+        src, folder = self.image_path(name, file), self._class_dir(to)
+        target, n = folder / file, 1
+        while target.exists():
+            target, n = folder / f"{Path(file).stem}-{n}{Path(file).suffix}", n + 1
+        src.rename(target)
+        return target.name
+
+    def thumbnail(self, name: str, file: str, size: int = 160) -> bytes:
+        image = decode(self.image_path(name, file).read_bytes(), min_size=size)
+        image.thumbnail((size, size))
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", quality=80)
+        return buf.getvalue()
+
+    # -- models
+    def models(self) -> list[Path]:
+        if not self.models_dir.is_dir():
+            return []
+        return sorted(p for p in self.models_dir.iterdir() if is_bundle(p))
+
+    def new_model_dir(self) -> Path:
+        return self.models_dir / time.strftime("%Y%m%d-%H%M%S")

@@ -1,0 +1,207 @@
+"""headstart studio end to end in a real browser (Playwright driving Debian's chromium, headless),
+with fake webcams playing clips made here from hymenoptera photos; plus the project's API rules.
+
+Screenshots go to $HEADSTART_SCREENSHOTS when set (the README's come from `make screenshots`).
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+import headstart
+from headstart.studio.project import Project
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def write_y4m(images: list[Path], path: Path, size=(320, 240), fps: int = 10, repeat: int = 3) -> Path:
+    """A raw 4:2:0 video (what Chromium's fake camera plays) of `images`, each held `repeat` frames."""
+    w, h = size
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for p in images:
+            y, cb, cr = Image.open(p).convert("RGB").resize(size).convert("YCbCr").split()
+            planes = y.tobytes() + cb.resize((w // 2, h // 2)).tobytes() + cr.resize((w // 2, h // 2)).tobytes()
+            for _ in range(repeat):
+                f.write(b"FRAME\n" + planes)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    project = tmp_path_factory.mktemp("studio") / "insects"
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "headstart", "studio", str(project), "--port", str(port), "--no-browser"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            httpx.get(url + "api/project", timeout=1)
+            break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    yield url, project
+    proc.terminate()
+    proc.wait(timeout=30)
+    assert "Traceback" not in proc.stderr.read()
+
+
+def shoot(page, name: str, full_page: bool = True) -> None:
+    if folder := os.environ.get("HEADSTART_SCREENSHOTS"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"studio-{name}.png"), full_page=full_page)
+
+
+def browser_with_camera(playwright, clip: Path):
+    assert Path(CHROMIUM).exists(), "Debian's chromium is needed (make test installs it: apt-get install chromium)"
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=[
+            "--no-sandbox",
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={clip}",
+            "--disable-background-networking",
+            "--disable-component-update",
+        ],
+    )
+
+
+def record(page, cls: str, files: list[Path]) -> None:
+    page.get_by_role("button", name=cls, exact=True).click()
+    page.get_by_role("button", name="Start camera").click()
+    page.wait_for_function("document.getElementById('video').videoWidth > 0")
+    button = page.get_by_role("button", name="Hold to record")
+    button.hover()
+    page.mouse.down()
+    page.wait_for_timeout(2200)  # five frames a second
+    page.mouse.up()
+    page.wait_for_function(f"document.getElementById('message').textContent.includes('saved to “{cls}”')")
+    page.locator("#files").set_input_files([str(p) for p in files])
+    page.wait_for_function(f"document.getElementById('message').textContent.includes('added to “{cls}”')")
+
+
+def test_studio_end_to_end_in_chromium(studio, hymenoptera, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, project = studio
+    photos = {c: sorted((hymenoptera / "train" / c).glob("*.jpg")) for c in ("ants", "bees")}
+    clips = {c: write_y4m(photos[c][:8], tmp_path / f"{c}.y4m") for c in photos}
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not a photo")
+    with sync_playwright() as pw:
+        # Ants: make both classes, record from the fake camera, add files (and one bad file).
+        browser = browser_with_camera(pw, clips["ants"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url)
+        for cls in ("ants", "bees"):
+            page.get_by_label("New class").fill(cls)
+            page.get_by_role("button", name="Add class").click()
+            page.wait_for_selector(f"#classes button.pick:text-is('{cls}')")
+        record(page, "ants", photos["ants"][8:20] + [bad])
+        assert "not a recognised image format" in page.locator("#refused").inner_text()
+        shoot(page, "1-data")
+        browser.close()
+
+        # Bees, in a browser whose camera plays bees.
+        browser = browser_with_camera(pw, clips["bees"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url)
+        record(page, "bees", photos["bees"][8:20])
+        counts = {c.name: len(Project(project).images(c.name)) for c in (project / "ants", project / "bees")}
+        assert counts["ants"] >= 12 + 8 and counts["bees"] >= 12 + 8  # files plus webcam frames, on disk
+
+        # Train, with progress streamed live.
+        page.get_by_role("tab", name="2 · Train").click()
+        page.get_by_label("Epochs").fill("30")
+        page.get_by_role("button", name="Train", exact=True).click()
+        page.wait_for_function("document.getElementById('progress').textContent.length > 0")
+        page.wait_for_selector("text=Done: accuracy", timeout=240_000)
+        assert page.evaluate("document.getElementById('curves').toDataURL().length") > 5000  # curves drawn
+        shoot(page, "2-train")
+
+        # Look: the confusion matrix, a cell's images, the mistakes.
+        page.get_by_role("button", name="Look at the mistakes").click()
+        page.wait_for_selector("#confusion-table")
+        page.locator("#confusion-table td.cell button").first.click()
+        page.wait_for_selector("#cell-images img")
+        shoot(page, "3-look")
+        browser.close()
+
+        # Try: live prediction from an ants camera.
+        browser = browser_with_camera(pw, clips["ants"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url + "#try")
+        page.get_by_role("button", name="Start live prediction").click()
+        page.wait_for_function("document.getElementById('try-label').textContent === 'ants'", timeout=30_000)
+        page.wait_for_timeout(1000)
+        assert page.locator("#try-label").inner_text() == "ants"
+        shoot(page, "4-try")
+        page.get_by_role("button", name="Stop").click()
+
+        # Export ONNX and download it; the file is a model headstart can load.
+        page.get_by_role("tab", name="5 · Export").click()
+        page.get_by_role("button", name="Export ONNX").click()
+        with page.expect_download(timeout=120_000) as download:
+            page.get_by_role("link", name="Download model.onnx").click()
+        onnx = tmp_path / "downloaded.onnx"
+        download.value.save_as(onnx)
+        assert headstart.load(onnx).classes == ["ants", "bees"]
+        assert "agreement" in page.locator("#exports").inner_text()
+        shoot(page, "5-export")
+
+        # Reload: everything is still there (it lives on disk).
+        page.goto(url)
+        page.wait_for_selector("#classes button.pick:text-is('bees')")
+        listed = page.locator("#classes .count").all_inner_texts()
+        assert [int(n) for n in listed] == [counts["ants"], counts["bees"]]
+        page.set_viewport_size({"width": 390, "height": 844})  # a phone-width window
+        page.get_by_role("button", name="ants", exact=True).click()
+        page.wait_for_selector("#thumbs img")
+        shoot(page, "6-phone", full_page=False)
+        browser.close()
+    assert len(Project(project).models()) == 1  # and `headstart train PROJECT` sees the same data
+    assert headstart.load(Project(project).models()[0]).classes == ["ants", "bees"]
+
+
+def test_project_keeps_requests_inside_the_folder(tmp_path):
+    p = Project(tmp_path / "proj")
+    p.add_class("cats")
+    for bad in ("../x", ".hidden", "a/b", "", " cats"):
+        with pytest.raises(headstart.HeadstartError):
+            p.add_class(bad)
+    with pytest.raises(headstart.HeadstartError):
+        p.image_path("cats", "../../etc/passwd")
+    pixels = np.zeros((40, 40, 3), np.uint8)
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    saved = p.add_image("cats", "../../evil name.png", buf.getvalue())
+    assert saved.error is None and (tmp_path / "proj" / "cats" / saved.name).is_file() and "/" not in saved.name
+    assert p.add_image("cats", "x.jpg", b"junk").error == "not a recognised image format"
+    p.add_class("dogs")
+    moved = p.move_image("cats", saved.name, "dogs")
+    assert p.images("dogs") == [moved] and p.images("cats") == []
+    p.rename_class("dogs", "hounds")
+    assert p.classes() == ["cats", "hounds"]
