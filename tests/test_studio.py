@@ -205,3 +205,25 @@ def test_project_keeps_requests_inside_the_folder(tmp_path):
     assert p.images("dogs") == [moved] and p.images("cats") == []
     p.rename_class("dogs", "hounds")
     assert p.classes() == ["cats", "hounds"]
+
+
+def test_studio_predicts_what_headstart_predict_does(small_hymenoptera, tmp_path):
+    """The live "Try" path uses the same decode, crop and model as `headstart predict`."""
+    from fastapi.testclient import TestClient
+
+    from headstart.studio.app import create_app
+
+    project = tmp_path / "p"
+    shutil.copytree(small_hymenoptera / "train", project)
+    model_dir = Project(project).new_model_dir()
+    headstart.train(project, out=model_dir, hidden=(8,))
+    images = sorted(project.rglob("*.jpg"))[:6]
+    expected = headstart.load(model_dir).predict(images)
+    with TestClient(create_app(project)) as client:
+        for path, e in zip(images, expected):
+            got = client.post("/api/predict", files={"file": (path.name, path.read_bytes())}).json()
+            assert got["label"] == e.label
+            assert all(abs(got["probabilities"][c] - p) <= 1e-6 for c, p in e.probabilities.items())
+        assert client.post("/api/predict", files={"file": ("x.jpg", b"junk")}).status_code == 422
+        assert client.get("/api/images/ants/..%2F..%2Fetc%2Fpasswd").status_code in (400, 404)
+        assert client.post("/api/classes", json={"name": "../escape"}).status_code == 400
