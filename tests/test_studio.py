@@ -227,3 +227,5 @@ def test_studio_predicts_what_headstart_predict_does(small_hymenoptera, tmp_path
         assert client.post("/api/predict", files={"file": ("x.jpg", b"junk")}).status_code == 422
         assert client.get("/api/images/ants/..%2F..%2Fetc%2Fpasswd").status_code in (400, 404)
         assert client.post("/api/classes", json={"name": "../escape"}).status_code == 400
+        evil = client.post("/api/classes", json={"name": "x"}, headers={"origin": "https://evil.example"})
+        assert evil.status_code == 403 and not (project / "x").exists()

@@ -13,6 +13,7 @@ import json
 import threading
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 from fastapi import FastAPI, File, Query, Request, UploadFile
@@ -107,6 +108,16 @@ def create_app(project_dir: str | Path) -> FastAPI:
     cache: dict = {}  # the loaded latest model and its evaluation, by bundle path
 
     app = FastAPI(title="headstart studio", docs_url=None, redoc_url=None)
+
+    @app.middleware("http")
+    async def same_origin(request: Request, call_next):
+        """Another website open in the browser must not drive the studio: requests that change
+        anything must come from the studio's own page (or from no page at all, like curl)."""
+        origin = request.headers.get("origin")
+        if request.method not in ("GET", "HEAD") and origin is not None:
+            if urlsplit(origin).netloc != request.headers.get("host"):
+                return JSONResponse({"error": f"requests from {origin} are not allowed"}, status_code=403)
+        return await call_next(request)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError):
