@@ -87,15 +87,21 @@ def browser_with_camera(playwright, clip: Path):
     )
 
 
-def record(page, cls: str, files: list[Path]) -> None:
+def record(page, cls: str, files: list[Path], keyboard: bool = False) -> None:
     page.get_by_role("button", name=cls, exact=True).click()
     page.get_by_role("button", name="Start camera").click()
     page.wait_for_function("document.getElementById('video').videoWidth > 0")
     button = page.get_by_role("button", name="Hold to record")
-    button.hover()
-    page.mouse.down()
-    page.wait_for_timeout(2200)  # five frames a second
-    page.mouse.up()
+    if keyboard:  # Space held on the focused button records too
+        button.focus()
+        page.keyboard.down(" ")
+        page.wait_for_timeout(2200)  # five frames a second
+        page.keyboard.up(" ")
+    else:
+        button.hover()
+        page.mouse.down()
+        page.wait_for_timeout(2200)
+        page.mouse.up()
     page.wait_for_function(f"document.getElementById('message').textContent.includes('saved to “{cls}”')")
     page.locator("#files").set_input_files([str(p) for p in files])
     page.wait_for_function(f"document.getElementById('message').textContent.includes('added to “{cls}”')")
@@ -114,9 +120,9 @@ def test_studio_end_to_end_in_chromium(studio, hymenoptera, tmp_path):
         browser = browser_with_camera(pw, clips["ants"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(url)
-        for cls in ("ants", "bees"):
+        for cls in ("ants", "bees"):  # by keyboard: type the name, press Enter
             page.get_by_label("New class").fill(cls)
-            page.get_by_role("button", name="Add class").click()
+            page.get_by_label("New class").press("Enter")
             page.wait_for_selector(f"#classes button.pick:text-is('{cls}')")
         record(page, "ants", photos["ants"][8:20] + [bad])
         assert "not a recognised image format" in page.locator("#refused").inner_text()
@@ -127,7 +133,7 @@ def test_studio_end_to_end_in_chromium(studio, hymenoptera, tmp_path):
         browser = browser_with_camera(pw, clips["bees"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(url)
-        record(page, "bees", photos["bees"][8:20])
+        record(page, "bees", photos["bees"][8:20], keyboard=True)
         counts = {c.name: len(Project(project).images(c.name)) for c in (project / "ants", project / "bees")}
         assert counts["ants"] >= 12 + 8 and counts["bees"] >= 12 + 8  # files plus webcam frames, on disk
 
@@ -145,6 +151,7 @@ def test_studio_end_to_end_in_chromium(studio, hymenoptera, tmp_path):
         page.wait_for_selector("#confusion-table")
         page.locator("#confusion-table td.cell button").first.click()
         page.wait_for_selector("#cell-images img")
+        page.wait_for_function("document.getElementById('plot-calibration').naturalWidth > 0")
         shoot(page, "3-look")
         browser.close()
 
@@ -168,6 +175,12 @@ def test_studio_end_to_end_in_chromium(studio, hymenoptera, tmp_path):
         download.value.save_as(onnx)
         assert headstart.load(onnx).classes == ["ants", "bees"]
         assert "agreement" in page.locator("#exports").inner_text()
+        with page.expect_download() as download:
+            page.get_by_role("link", name="Download the bundle (.zip)").click()
+        download.value.save_as(tmp_path / "bundle.zip")
+        shutil.unpack_archive(tmp_path / "bundle.zip", tmp_path / "unzipped")
+        (folder,) = (tmp_path / "unzipped").iterdir()
+        assert headstart.load(folder).classes == ["ants", "bees"]
         shoot(page, "5-export")
 
         # Reload: everything is still there (it lives on disk).

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
 import threading
+import zipfile
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -261,6 +263,15 @@ def create_app(project_dir: str | Path) -> FastAPI:
             "calibration_error": ev.expected_calibration_error,
         }
 
+    @app.get("/api/plots/{name}.png")
+    def plot(name: Literal["calibration", "embedding"]) -> Response:
+        """The report's figures of the latest model, drawn on its held-out images."""
+        from ..evaluation.plots import png_bytes
+
+        model()  # the evaluation, computed once per model
+        figure = getattr(cache["evaluation"], f"plot_{name}")()
+        return Response(png_bytes(figure), media_type="image/png")
+
     @app.post("/api/predict")
     def predict(file: Annotated[UploadFile, File()]) -> dict:
         clf = latest()
@@ -276,6 +287,17 @@ def create_app(project_dir: str | Path) -> FastAPI:
         clf = latest()
         result = clf.export(fmt, cache["path"] / f"model{SUFFIX[fmt]}", overwrite=True)
         return {"file": result.path.name, "verification": result.verification, "summary": str(result)}
+
+    @app.get("/api/download/bundle.zip")
+    def bundle_zip() -> Response:
+        """The bundle folder as one archive: unzip it and `headstart.load` the folder."""
+        latest()
+        folder, buf = cache["path"], io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name in ("model.json", "model.safetensors"):
+                archive.write(folder / name, f"{folder.name}/{name}")
+        headers = {"content-disposition": f'attachment; filename="{folder.name}.zip"'}
+        return Response(buf.getvalue(), media_type="application/zip", headers=headers)
 
     @app.get("/api/download/{file}")
     def download(file: str) -> FileResponse:

@@ -343,6 +343,9 @@ async function loadLook() {
     el("button", { type: "button", "aria-label": `${n} images of ${m.classes[i]} predicted as ${m.classes[j]}`, onclick: () => showCell(m, m.classes[i], m.classes[j]) }, String(n)))))));
   cm.append(body);
   $("confusion").replaceChildren(cm);
+  const stamp = encodeURIComponent(m.name);  // a new model, new figures
+  $("plot-calibration").src = `/api/plots/calibration.png?m=${stamp}`;
+  $("plot-embedding").src = `/api/plots/embedding.png?m=${stamp}`;
   $("mistakes").replaceChildren(...(m.mistakes.length ? m.mistakes.map((x) => thumb(x.class, x.file, [
     el("div", {}, `predicted ${x.predicted} (${(x.confidence * 100).toFixed(0)}%)`), ...sampleTools(x.class, x.file, () => loadLook()),
   ])) : [el("p", {}, "No mistakes on the held-out images.")]));
