@@ -198,6 +198,9 @@ def test_studio_end_to_end_in_chromium(studio, hymenoptera, tmp_path):
 
 
 def test_project_keeps_requests_inside_the_folder(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(headstart.HeadstartError, match="not a folder"):
+        Project(tmp_path / "a-file")
     p = Project(tmp_path / "proj")
     p.add_class("cats")
     for bad in ("../x", ".hidden", "a/b", "", " cats"):
@@ -240,5 +243,5 @@ def test_studio_predicts_what_headstart_predict_does(small_hymenoptera, tmp_path
         assert client.post("/api/predict", files={"file": ("x.jpg", b"junk")}).status_code == 422
         assert client.get("/api/images/ants/..%2F..%2Fetc%2Fpasswd").status_code in (400, 404)
         assert client.post("/api/classes", json={"name": "../escape"}).status_code == 400
-        evil = client.post("/api/classes", json={"name": "x"}, headers={"origin": "https://evil.example"})
+        evil = client.post("/api/classes", json={"name": "x"}, headers={"origin": "http://127.0.0.1:1"})
         assert evil.status_code == 403 and not (project / "x").exists()

@@ -25,11 +25,10 @@ from pydantic import BaseModel, Field
 
 from ..errors import HeadstartError
 from ..formats import SUFFIX
-from ..serve.app import ApiError, prepare_crop
+from ..serve.app import MAX_IMAGE_BYTES, ApiError, prepare_crop
 from .project import Project
 
 STATIC = Path(__file__).parent / "static"
-MAX_UPLOAD_BYTES = 20 << 20
 
 
 class ClassName(BaseModel):
@@ -177,10 +176,10 @@ def create_app(project_dir: str | Path) -> FastAPI:
     def upload(name: str, files: Annotated[list[UploadFile], File()]) -> dict:
         saved, refused = [], []
         for f in files:
-            data = f.file.read(MAX_UPLOAD_BYTES + 1)
+            data = f.file.read(MAX_IMAGE_BYTES + 1)
             name_given = f.filename or "image.jpg"
-            if len(data) > MAX_UPLOAD_BYTES:
-                refused.append({"name": name_given, "error": "over the 20 MB limit"})
+            if len(data) > MAX_IMAGE_BYTES:
+                refused.append({"name": name_given, "error": f"over the {MAX_IMAGE_BYTES >> 20} MB limit"})
                 continue
             result = project.add_image(name, name_given, data)
             if result.error:
@@ -275,7 +274,10 @@ def create_app(project_dir: str | Path) -> FastAPI:
     @app.post("/api/predict")
     def predict(file: Annotated[UploadFile, File()]) -> dict:
         clf = latest()
-        crop = prepare_crop(file.file.read(MAX_UPLOAD_BYTES + 1), file.filename or "image", clf)
+        data = file.file.read(MAX_IMAGE_BYTES + 1)
+        if len(data) > MAX_IMAGE_BYTES:
+            raise ApiError(413, f"over the {MAX_IMAGE_BYTES >> 20} MB limit per image")
+        crop = prepare_crop(data, file.filename or "image", clf)
         row = clf.predict_arrays(crop[None])[0]
         order = np.argsort(-row, kind="stable")
         return {"label": clf.classes[order[0]], "probabilities": {c: float(p) for c, p in zip(clf.classes, row)}}

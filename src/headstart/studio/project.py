@@ -28,6 +28,8 @@ class Saved:
 class Project:
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().absolute()
+        if self.root.exists() and not self.root.is_dir():
+            raise HeadstartError(f"{self.root}: not a folder; a studio project is a folder of class folders")
         self.root.mkdir(parents=True, exist_ok=True)
         self.models_dir = self.root / ".headstart" / "models"
 
