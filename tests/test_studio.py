@@ -124,7 +124,8 @@ def test_studio_end_to_end_in_chromium(studio, hymenoptera, tmp_path):
             page.get_by_label("New class").fill(cls)
             page.get_by_label("New class").press("Enter")
             page.wait_for_selector(f"#classes button.pick:text-is('{cls}')")
-        record(page, "ants", photos["ants"][8:20] + [bad])
+        mislabelled = photos["bees"][20:23]  # bees filed as ants: the studio must point them out
+        record(page, "ants", photos["ants"][8:20] + mislabelled + [bad])
         assert "not a recognised image format" in page.locator("#refused").inner_text()
         shoot(page, "1-data")
         browser.close()
@@ -152,7 +153,23 @@ def test_studio_end_to_end_in_chromium(studio, hymenoptera, tmp_path):
         page.locator("#confusion-table td.cell button").first.click()
         page.wait_for_selector("#cell-images img")
         page.wait_for_function("document.getElementById('plot-calibration').naturalWidth > 0")
+        # Every image predicted out of fold: the bees filed as ants are among the doubtful ones.
+        page.wait_for_selector("#mistakes .thumb")
+        shown = page.locator("#mistakes .thumb .name").all_inner_texts()
+        name = next(n for n in shown if n in {p.name for p in mislabelled})
+        mistake = page.locator("#mistakes .thumb").filter(has=page.locator(f".name:text-is('{name}')"))
+        assert "looks like bees" in mistake.inner_text()
+        with page.expect_popup() as popup:  # open it full size
+            mistake.locator("a").click()
+        assert popup.value.evaluate("document.images[0].naturalWidth") > 100
+        popup.value.close()
         shoot(page, "3-look")
+        mistake.get_by_label(f"move {name} to another class").select_option("bees")  # and fix its label
+        page.wait_for_function(
+            f"![...document.querySelectorAll('#mistakes .thumb .name')].some((e) => e.textContent === {name!r})"
+        )
+        assert (project / "bees" / name).is_file() and not (project / "ants" / name).exists()
+        counts["ants"], counts["bees"] = counts["ants"] - 1, counts["bees"] + 1
         browser.close()
 
         # Try: live prediction from an ants camera.

@@ -103,6 +103,31 @@ class Trainer:
             self.run.cancel()
 
 
+def review(project: Project, clf, limit: int = 48) -> dict:
+    """Out-of-fold predictions of the project's images in the model's classes: the doubtful ones."""
+    from ..evaluation.crossval import FOLDS, doubtful, out_of_fold
+    from ..evaluation.leakage import group_near_duplicates
+
+    paths = [project.root / c / f for c in clf.classes if (project.root / c).is_dir() for f in project.images(c)]
+    extraction = clf.extractor.extract(paths)  # cached when the images were trained on
+    paths = [paths[i] for i in extraction.ok]
+    labels = np.array([clf.classes.index(p.parent.name) for p in paths])
+    groups = group_near_duplicates(extraction.features)
+    probabilities = out_of_fold(extraction.features, labels, groups, len(clf.classes))
+    if probabilities is None:
+        return {"checked": 0, "folds": FOLDS, "images": []}
+    images = [
+        {
+            "class": paths[i].parent.name,
+            "file": paths[i].name,
+            "predicted": clf.classes[int(probabilities[i].argmax())],
+            "confidence": float(probabilities[i].max()),
+        }
+        for i in doubtful(probabilities, labels)[:limit]
+    ]
+    return {"checked": len(paths), "folds": FOLDS, "images": images}
+
+
 def create_app(project_dir: str | Path) -> FastAPI:
     project = Project(project_dir)
     trainer = Trainer(project)
@@ -249,7 +274,6 @@ def create_app(project_dir: str | Path) -> FastAPI:
             for i, (p, t, q) in enumerate(zip(ev.paths, ev.labels, predicted))
             if Path(p).parent.parent == root
         ]
-        mistakes = sorted((x for x in items if x["true"] != x["predicted"]), key=lambda x: -x["confidence"])
         return {
             "name": cache["path"].name,
             "split": ev.split,
@@ -258,9 +282,18 @@ def create_app(project_dir: str | Path) -> FastAPI:
             "per_class": ev.per_class_rows(),
             "confusion": ev.metrics.confusion,
             "images": items,
-            "mistakes": mistakes[:24],
             "calibration_error": ev.expected_calibration_error,
         }
+
+    @app.get("/api/doubtful")
+    def doubtful_images() -> dict:
+        """Every image of the project predicted by a model trained without it (cross-validated on
+        the cached features): those predicted as another class, most confident first."""
+        clf = latest()
+        if "doubtful" not in cache:
+            cache["doubtful"] = review(project, clf)
+        found = cache["doubtful"]  # minus those fixed since (moved or deleted)
+        return found | {"images": [x for x in found["images"] if (project.root / x["class"] / x["file"]).is_file()]}
 
     @app.get("/api/plots/{name}.png")
     def plot(name: Literal["calibration", "embedding"]) -> Response:

@@ -110,7 +110,8 @@ async function deleteClass(name) {
 // ---- thumbnails, paged so that 10,000 images cost one page
 function thumb(cls, file, extra = []) {
   return el("div", { class: "thumb" },
-    el("img", { src: `/api/images/${enc(cls)}/${enc(file)}?thumb=1`, alt: `${cls}: ${file}`, loading: "lazy" }),
+    el("a", { href: `/api/images/${enc(cls)}/${enc(file)}`, target: "_blank", title: "open the full image" },
+      el("img", { src: `/api/images/${enc(cls)}/${enc(file)}?thumb=1`, alt: `${cls}: ${file}`, loading: "lazy" })),
     el("div", { class: "name", title: file }, file), ...extra);
 }
 
@@ -346,9 +347,20 @@ async function loadLook() {
   const stamp = encodeURIComponent(m.name);  // a new model, new figures
   $("plot-calibration").src = `/api/plots/calibration.png?m=${stamp}`;
   $("plot-embedding").src = `/api/plots/embedding.png?m=${stamp}`;
-  $("mistakes").replaceChildren(...(m.mistakes.length ? m.mistakes.map((x) => thumb(x.class, x.file, [
-    el("div", {}, `predicted ${x.predicted} (${(x.confidence * 100).toFixed(0)}%)`), ...sampleTools(x.class, x.file, () => loadLook()),
-  ])) : [el("p", {}, "No mistakes on the held-out images.")]));
+  loadDoubtful().catch((e) => say(e.message, true));
+}
+
+async function loadDoubtful() {
+  $("mistakes-summary").textContent = "Checking every image…";
+  $("mistakes").replaceChildren();
+  const d = await api("/api/doubtful");
+  $("mistakes-summary").textContent = d.checked
+    ? `${d.images.length} of ${d.checked} images predicted as another class by a model trained without them (${d.folds}-fold cross-validation, near-duplicates kept together): wrong labels show up here first.`
+    : "Too few images per class to check them by cross-validation.";
+  $("mistakes").replaceChildren(...d.images.map((x) => thumb(x.class, x.file, [
+    el("div", {}, `labelled ${x.class}, looks like ${x.predicted} (${(x.confidence * 100).toFixed(0)}%)`),
+    ...sampleTools(x.class, x.file, () => loadDoubtful()),
+  ])));
 }
 
 function showCell(m, truth, predicted) {
