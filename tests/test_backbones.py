@@ -27,7 +27,7 @@ def test_pretrained_backbone_recognises_ants_and_bees(name, hymenoptera):
     names = imagenet_classes()
     files = sorted((hymenoptera / "val" / "bees").glob("*.jpg"))[:10]
     x = spec.preprocessing.normalize(
-        torch.from_numpy(np.stack([spec.preprocessing(load_image(f, 256)) for f in files]))
+        torch.from_numpy(np.stack([spec.preprocessing(load_image(f, spec.preprocessing.resize_short)) for f in files]))
     )
     with torch.inference_mode():
         top5 = model(x).topk(5).indices

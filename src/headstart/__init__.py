@@ -16,6 +16,7 @@ from .version import __version__
 # Attributes load on first use, so that `headstart --help` does not wait for torch.
 _LAZY = {
     "Classifier": "classifier",
+    "compare": "training.compare",
     "load": "classifier",
     "train": "classifier",
     "Evaluation": "evaluation.evaluation",
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from .inference.exported import ExportedModel
     from .inference.model import Model
     from .inference.predictor import Prediction, Predictions, Predictor
+    from .training.compare import compare
     from .training.record import TrainingRecord
     from .training.run import TrainingRun
 
@@ -68,6 +70,7 @@ __all__ = [
     "TrainingRecord",
     "TrainingRun",
     "__version__",
+    "compare",
     "load",
     "train",
 ]

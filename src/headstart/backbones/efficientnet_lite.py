@@ -70,27 +70,54 @@ class ConvBNReLU6(nn.Module):
         return F.relu6(self.bn(self.conv(x)))
 
 
+def round_filters(channels: int, width: float, divisor: int = 8) -> int:
+    """TensorFlow's rule: scale, round to a multiple of 8, never more than 10% below the scaled width."""
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return int(rounded + divisor) if rounded < 0.9 * scaled else int(rounded)
+
+
+def scaled_stages(width: float, depth: float) -> list[tuple[int, int, int, int, int, int]]:
+    """B0's stages at a width and depth multiplier, the Lite way: the stem (32 channels), the head
+    (1280) and the first and last stages' repeats stay fixed."""
+    last = len(STAGES) - 1
+    return [
+        (
+            kernel,
+            repeats if i in (0, last) else math.ceil(repeats * depth),
+            stride,
+            expand,
+            inp if i == 0 else round_filters(inp, width),
+            round_filters(out, width),
+        )
+        for i, (kernel, repeats, stride, expand, inp, out) in enumerate(STAGES)
+    ]
+
+
 class EfficientNetLite(nn.Module):
+    """Lite0 by default; Lite1 is width 1.0, depth 1.1 at 240 px; Lite2 1.1, 1.2 at 260 px."""
+
     feature_dim = 1280
 
-    def __init__(self, image_size: int = 224, num_classes: int = 1000):
+    def __init__(self, image_size: int = 224, width: float = 1.0, depth: float = 1.0, num_classes: int = 1000):
         super().__init__()
         self._conv_stem = SameConv2d(3, 32, 3, 2, in_size=image_size)
         self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS)
         size = self._conv_stem.out_size
         blocks = []
-        for kernel, repeats, stride, expand, inp, out in STAGES:
+        stages = scaled_stages(width, depth)
+        for kernel, repeats, stride, expand, inp, out in stages:
             for i in range(repeats):
                 block = MBConv(kernel, stride if i == 0 else 1, expand, inp if i == 0 else out, out, size)
                 size = block.out_size
                 blocks.append(block)
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SameConv2d(320, self.feature_dim, 1, in_size=size)
+        self._conv_head = SameConv2d(stages[-1][-1], self.feature_dim, 1, in_size=size)
         self._bn1 = nn.BatchNorm2d(self.feature_dim, eps=BN_EPS)
         self._fc = nn.Linear(self.feature_dim, num_classes)
 
     def blocks(self) -> list[nn.Module]:
-        """Unfreezable units, bottom to top: the stem, 16 MBConv blocks, the 1x1 head conv."""
+        """Unfreezable units, bottom to top: the stem, the MBConv blocks (16 in Lite0), the 1x1 head conv."""
         return [ConvBNReLU6(self._conv_stem, self._bn0), *self._blocks, ConvBNReLU6(self._conv_head, self._bn1)]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

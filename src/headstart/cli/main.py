@@ -1,0 +1,193 @@
+"""The command line: one sub-command per Classifier method, flags grouped by topic."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from rich.markup import escape
+
+from ..display import printable
+from ..errors import HeadstartError
+from ..events import Cancelled
+from ..formats import FORMATS
+from ..hparams import add_hparams_arguments
+from ..version import __version__
+from .console import err
+from .model_commands import cmd_compare, cmd_evaluate, cmd_export, cmd_predict, cmd_report, cmd_train
+from .tool_commands import cmd_backbones, cmd_demo, cmd_imagenet, cmd_serve, cmd_studio
+
+
+def _parents() -> dict[str, argparse.ArgumentParser]:
+    """Options shared by several commands, each declared once."""
+    running = argparse.ArgumentParser(add_help=False)
+    running.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    running.add_argument(
+        "--engine",
+        choices=("auto", "onnxruntime", "torch"),
+        default="auto",
+        help="backbone runtime (default: onnxruntime when installed)",
+    )
+    weights = argparse.ArgumentParser(add_help=False)
+    weights.add_argument("--weights", metavar="PATH", help="use this copy of the backbone's weights file")
+    return {"running": running, "weights": weights}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="headstart", description="Train, evaluate and use image classifiers by transfer learning, on a CPU."
+    )
+    parser.add_argument("--version", action="version", version=f"headstart {__version__}")
+    shared = _parents()
+    model_parents = [shared["running"], shared["weights"]]
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "train",
+        parents=model_parents,
+        help="train a classifier on a folder of images",
+        description="Train on DATA: a folder with one sub-folder per class, a pre-split folder "
+        "(train/ val/ test/), or a named dataset (rock_paper_scissors).",
+    )
+    p.add_argument("data", help="image folder or named dataset")
+    p.add_argument(
+        "--out",
+        "-o",
+        metavar="DIR",
+        help="where to save the model bundle (default: runs/<data name>, numbered if taken)",
+    )
+    p.add_argument("--no-report", action="store_true", help="skip the plots and report.html written beside the bundle")
+    p.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run of --out from its last finished epoch"
+    )
+    add_hparams_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "compare",
+        parents=[shared["running"]],
+        help="train a head on every installed backbone on one split and recommend one",
+        description="Which backbone for DATA? Each gets the default head on the same split (cached "
+        "features), measured on the same held-out images: accuracy with a 95%% interval, macro F1, "
+        "latency per image, size, training time, and the Pareto front of accuracy against latency.",
+    )
+    p.add_argument("data", help="image folder or named dataset")
+    p.add_argument("--backbones", metavar="A,B,...", help="default: every backbone whose weights are installed")
+    p.add_argument("--seed", type=int, default=42, help="seed of the split and the heads (default %(default)s)")
+    p.add_argument("--group-by", metavar="auto|REGEX", help="keep groups in one split, as in train")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default %(default)s)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("evaluate", parents=model_parents, help="measure a saved model on a labelled folder")
+    p.add_argument("model", help="model bundle directory")
+    p.add_argument(
+        "data",
+        nargs="?",
+        help="labelled folder (its test split if pre-split, else all images); "
+        "default: the held-out split it was trained with",
+    )
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", parents=model_parents, help="label images with a saved model")
+    p.add_argument("model", help="model bundle directory, or an ONNX file exported by headstart")
+    p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument("--top-k", "-k", type=int, default=3, help="labels shown per image (default %(default)s)")
+    p.add_argument(
+        "--format", choices=("table", "csv", "jsonl"), default="table", help="output format (default %(default)s)"
+    )
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("report", parents=model_parents, help="(re)write a model's plots, per_class.csv and report.html")
+    p.add_argument("model", help="model bundle directory")
+    p.add_argument(
+        "data", nargs="?", help="a labelled folder to evaluate on (default: the held-out split it was trained with)"
+    )
+    p.add_argument("--out", "-o", metavar="DIR", help="where to write (default: the bundle directory)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "export",
+        parents=model_parents,
+        help="export a saved model (ONNX, int8 ONNX, TFLite, torch.export), verified against PyTorch",
+    )
+    p.add_argument("model", help="model bundle directory")
+    p.add_argument(
+        "--format", "-f", nargs="+", default=["onnx"], choices=FORMATS, help="one or more formats (default onnx)"
+    )
+    p.add_argument("--out", "-o", metavar="PATH", help="output file (one format); default model.<format suffix> here")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.add_argument(
+        "--data", metavar="DIR", help="the training folder, if it moved (for verification and int8 calibration)"
+    )
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", parents=model_parents, help="serve a saved model over HTTP (REST, OpenAPI)")
+    p.add_argument("model", help="model bundle directory, or an ONNX file exported by headstart")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default %(default)s: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="default %(default)s")
+    p.add_argument("--api-key", help="require this key in an X-API-Key header (default: $HEADSTART_API_KEY, else none)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("studio", help="a local web app: collect images (webcam, files), train, look, try, export")
+    p.add_argument("project", nargs="?", default=".", help="project folder, <class>/<images> (default: here)")
+    p.add_argument("--host", default="127.0.0.1", help="default %(default)s: this machine only")
+    p.add_argument("--port", type=int, default=8500, help="default %(default)s")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser window")
+    p.set_defaults(func=cmd_studio)
+
+    p = sub.add_parser(
+        "imagenet", parents=[shared["weights"]], help="show the bare pretrained model's ImageNet top-5 for images"
+    )
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--backbone", default="mobilenet_v2", help="default %(default)s")
+    p.set_defaults(func=cmd_imagenet)
+
+    p = sub.add_parser("backbones", help="list supported backbones and whether their weights are installed")
+    p.set_defaults(func=cmd_backbones)
+
+    p = sub.add_parser(
+        "demo",
+        parents=[shared["running"]],
+        help="train, evaluate, save, reload and predict on a bundled dataset, offline",
+    )
+    p.add_argument("--data", help="run the demo on this folder instead of the bundled handwritten digits")
+    p.add_argument("--out", metavar="DIR", help="where to save the demo model (default: a temporary folder)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # file names of any bytes never crash a strict UTF-8 terminal
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe fails here, inside the handler below, not at interpreter exit
+        return code
+    except Cancelled as e:
+        err.print(f"[yellow]{escape(str(e))}[/]")
+        return 130
+    except HeadstartError as e:
+        return _error(str(e))
+    except BrokenPipeError:  # output piped into `head` that stopped reading: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
+    except OSError as e:  # disk full, file too large, read-only, name too long... at whatever write it happened
+        where = f"{printable(os.fsdecode(e.filename))}: " if e.filename is not None else ""
+        return _error(f"{where}{e.strerror or e}")
+    except MemoryError:
+        return _error("out of memory; try fewer or smaller images, or a machine with more memory")
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+def _error(message: str) -> int:
+    err.print(f"[bold red]error:[/] {escape(printable(' '.join(message.split())))}")  # always one line
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

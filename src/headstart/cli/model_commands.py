@@ -1,0 +1,163 @@
+"""Commands on a model's life: compare, train, evaluate, predict, report, export."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+
+from ..display import printable
+from ..errors import HeadstartError
+from ..hparams import HParams, hparams_from_args
+from .console import err, events, out
+
+
+def _default_out(data: str) -> Path:
+    """runs/<name>, runs/<name>-2, ...: never silently replaces an earlier model."""
+    name = Path(data).expanduser().resolve().name if Path(data).expanduser().exists() else str(data)
+    base = Path("runs") / (name or "model")
+    candidate, n = base, 2
+    while candidate.exists():
+        candidate, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return candidate
+
+
+def cmd_train(args) -> int:
+    from ..classifier import Classifier
+    from ..evaluation.console import evaluation_view, print_leakage, print_skipped
+
+    hp = hparams_from_args(args)
+    if args.resume and not args.out:
+        raise HeadstartError(
+            "--resume needs --out: the folder of the run to continue (the interruption message names it)"
+        )
+    target = Path(args.out) if args.out else _default_out(args.data)
+    clf = Classifier.train(
+        args.data, hp, out=target, weights=args.weights, engine=args.engine, resume=args.resume, quiet=args.quiet
+    )
+    record = clf.record
+    split_text = ", ".join(f"{split} {sum(c.values())}" for split, c in record.data.counts.items())
+    out.print(f"Data: {record.data.root}  ({len(clf.classes)} classes; {split_text})")
+    print_skipped(err, clf.record.skipped)
+    if record.data.imbalance >= 3 and hp.class_weights == "none":
+        err.print(
+            f"[yellow]Classes are imbalanced ({record.data.imbalance:.1f}:1 in train); consider --class-weights auto[/]"
+        )
+    t, h = record.timings, record.history
+    out.print(
+        f"Features: {t['images_computed']} computed, {t['images_from_cache']} "
+        f"from cache in {t['feature_extraction_s']:.1f} s; "
+        f"head: {len(h.val_loss)} epochs (best {h.best_epoch}) in {t['head_training_s']:.1f} s"
+    )
+    out.print(evaluation_view(clf.metrics, f"Evaluation on the {record.evaluated_on} split"))
+    print_leakage(err, clf.record.leakage)
+    out.print(f"Model saved to [bold]{target}[/]  ({t['total_s']:.1f} s in all)")
+    if not args.no_report:
+        report = clf.report(target, quiet=args.quiet)
+        out.print(f"Report: [bold]{report.path}[/] (and the PNGs and per_class.csv beside it)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from ..classifier import Classifier
+
+    clf = Classifier.load(args.model, weights=args.weights, engine=args.engine)
+    report = clf.report(args.out or args.model, data=args.data, quiet=args.quiet)
+    out.print(f"Report: [bold]{report.path}[/]")
+    for name, path in report.files.items():
+        if name != "report":
+            out.print(f"  {path}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from ..classifier import Classifier
+    from ..evaluation.console import evaluation_view, print_skipped
+
+    clf = Classifier.load(args.model, weights=args.weights, engine=args.engine)
+    result = clf.evaluate(args.data, quiet=args.quiet)
+    print_skipped(err, result.failures)
+    out.print(evaluation_view(result.metrics, f"Evaluation of {args.model} on {result.root} ({result.split})"))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from ..classifier import load
+
+    predictor = load(args.model, weights=args.weights, engine=args.engine)  # a bundle, or an exported ONNX file
+    result = predictor.predict(args.paths, on_event=events(args) if args.format == "table" else None)
+    if not len(result):
+        path, reason = next(iter(result.failures.items()), ("", "no images given"))
+        others = f" (and {len(result.failures) - 1} more)" if len(result.failures) > 1 else ""
+        raise HeadstartError(f"nothing to label: {printable(str(path))}: {reason}{others}")
+    for path, reason in result.failures.items():
+        err.print(f"skipped {printable(str(path))}: {reason}", markup=False)
+    classes = predictor.classes
+    if args.format == "csv":
+        result.write_csv(sys.stdout)
+    elif args.format == "jsonl":
+        result.write_jsonl(sys.stdout, args.top_k)
+    elif len(result):
+        k = min(args.top_k, len(classes))
+        table = Table()
+        table.add_column("image")
+        for i in range(k):
+            table.add_column(f"#{i + 1}")
+        for p in result:
+            table.add_row(
+                escape(printable(str(p.path))), *(escape(f"{printable(label)} {prob:.1%}") for label, prob in p.top(k))
+            )
+        out.print(table)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from ..classifier import Classifier
+
+    clf = Classifier.load(args.model, weights=args.weights, engine=args.engine)
+    for fmt in args.format:
+        result = clf.export(
+            fmt,
+            args.out if len(args.format) == 1 else None,
+            overwrite=args.force,
+            data=args.data,
+            on_event=events(args),
+        )
+        out.print(f"[green]exported[/] {result}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    import json
+
+    from ..training.compare import compare
+
+    hp = HParams(seed=args.seed, group_by=args.group_by)
+    backbones = [b.strip() for b in args.backbones.split(",") if b.strip()] if args.backbones else None
+    result = compare(args.data, backbones, hp, on_event=events(args) if args.format == "table" else None, quiet=True)
+    if args.format == "json":
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    table = Table(title=f"{escape(printable(result.data))}: accuracy on {result.images} held-out {result.split} images")
+    for column in ("backbone", "accuracy", "95% interval", "macro F1", "ms/image", "MB", "head s", "Pareto"):
+        table.add_column(column, justify="left" if column == "backbone" else "right", no_wrap=True)
+    for c in result.candidates:
+        table.add_row(
+            c.backbone,
+            f"{c.accuracy:.1%}",
+            f"{c.low:.1%}–{c.high:.1%}",
+            f"{c.macro_f1:.3f}",
+            f"{c.latency_ms:.1f}",
+            f"{c.size_mb:.1f}",
+            f"{c.train_s:.1f}",
+            "*" if c.pareto else "",
+        )
+    out.print(table)
+    out.print(
+        f"Recommended: [bold]{result.recommended}[/], the fastest whose accuracy is within the most accurate "
+        f"one's 95% interval.  Train it: headstart train {escape(printable(result.data))} "
+        f"--backbone {result.recommended}"
+    )
+    return 0

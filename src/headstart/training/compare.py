@@ -1,0 +1,142 @@
+"""`headstart compare`: a head on every installed backbone, on one split, side by side.
+
+No backbone wins everywhere (MobileNetV2 beat EfficientNet-Lite0 on hymenoptera here, Lite2 beat
+both on fine-grained dogs), so the choice is made per dataset, on held-out images. Every
+candidate trains on the same split of the same images (grouped the same way), from cached
+features, so a comparison costs one extraction per backbone and then seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..backbones import BACKBONES, get_backbone
+from ..errors import HeadstartError
+from ..events import Subscriber
+from ..hparams import HParams
+from ..inference.features import FeatureExtractor
+from ..inference.model import Model
+from .head import fit_head
+from .run import DatasetFeatures, TrainingRun
+
+
+@dataclass
+class Candidate:
+    backbone: str
+    accuracy: float
+    low: float  # Wilson 95% interval of the accuracy
+    high: float
+    macro_f1: float
+    latency_ms: float  # one decoded image through backbone and head (median)
+    size_mb: float  # float32 weights of backbone and head
+    train_s: float  # the head's training, from cached features
+    pareto: bool = False  # no other candidate is both at least as accurate and at least as fast
+
+
+@dataclass
+class Comparison:
+    data: str
+    split: str  # where accuracy was measured
+    images: int  # how many images that split holds
+    candidates: list[Candidate]
+    recommended: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion: sensible at 0%, 100% and small n, unlike p ± z·se."""
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    centre, spread = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    low, high = (centre - spread) / (1 + z * z / n), (centre + spread) / (1 + z * z / n)
+    return max(0.0, min(low, p)), min(1.0, max(high, p))  # rounding must not put p outside
+
+
+def mark_pareto(candidates: list[Candidate]) -> None:
+    for c in candidates:
+        c.pareto = not any(
+            o is not c
+            and o.accuracy >= c.accuracy
+            and o.latency_ms <= c.latency_ms
+            and (o.accuracy > c.accuracy or o.latency_ms < c.latency_ms)
+            for o in candidates
+        )
+
+
+def recommend(candidates: list[Candidate]) -> Candidate:
+    """The fastest candidate whose accuracy is within the 95% interval of the most accurate one's:
+    a difference the held-out images cannot tell from chance is not worth the extra latency."""
+    best = max(candidates, key=lambda c: (c.accuracy, -c.latency_ms))
+    return min((c for c in candidates if c.high >= best.low), key=lambda c: c.latency_ms)
+
+
+def compare(
+    data: str | Path,
+    backbones: list[str] | None = None,
+    hparams: HParams | None = None,
+    on_event: Subscriber | None = None,
+    quiet: bool = False,
+) -> Comparison:
+    """Train the default head on each backbone (default: every one whose weights are installed)
+    on one split of `data`, and measure each on its held-out images."""
+    names = backbones or [name for name, spec in BACKBONES.items() if spec.weights_installed()]
+    for name in names:
+        get_backbone(name).weights_path()  # unknown or not installed: one line, before any work
+    if not names:
+        raise HeadstartError("no backbone weights installed: see `headstart backbones`")
+    hp = hparams or HParams()
+    run = TrainingRun(data, hp.replace(backbone=names[0]), on_event=on_event, quiet=quiet)
+    run.group()  # scan, extract (the first backbone) and split, grouped as `hp` says
+    dataset = run.dataset
+    split = "test" if dataset.split("test") else "val"
+    candidates = []
+    for name in names:
+        spec = get_backbone(name)
+        features = (
+            run.features if name == names[0] else DatasetFeatures.extract(FeatureExtractor(spec), dataset, run.events)
+        )
+        by_split = features.by_split(dataset)
+        (x_train, y_train), (x_val, y_val) = by_split["train"], by_split.get("val", (None, None))
+        head, history = fit_head(x_train, y_train, x_val, y_val, len(dataset.classes), hp.replace(backbone=name))
+        model = Model(spec, head, dataset.classes)
+        x_eval, y_eval = by_split[split]
+        candidates.append(_measure(model, x_eval, y_eval, history.seconds))
+    mark_pareto(candidates)
+    return Comparison(str(data), split, len(y_eval), candidates, recommend(candidates).backbone)
+
+
+def _measure(model: Model, x_eval: np.ndarray, y_eval: np.ndarray, train_s: float) -> Candidate:
+    from sklearn.metrics import f1_score
+
+    predicted = model.predict_proba(x_eval).argmax(1)
+    correct = int((predicted == y_eval).sum())
+    low, high = wilson(correct, len(y_eval))
+    size = model.preprocessing.image_size
+    crop = np.random.default_rng(0).integers(0, 256, (1, size, size, 3), dtype=np.uint8)
+    model.predict_arrays(crop)  # warm up: the first run builds the session
+    times = []
+    for _ in range(20):
+        started = time.perf_counter()
+        model.predict_arrays(crop)
+        times.append(time.perf_counter() - started)
+    parameters = sum(p.numel() for p in model.extractor.backbone.parameters()) + sum(
+        p.numel() for p in model.head.parameters()
+    )
+    return Candidate(
+        backbone=model.spec.name,
+        accuracy=correct / len(y_eval),
+        low=low,
+        high=high,
+        macro_f1=float(f1_score(y_eval, predicted, average="macro")),
+        latency_ms=1000 * float(np.median(times)),
+        size_mb=parameters * 4 / 1e6,
+        train_s=train_s,
+    )

@@ -1,0 +1,58 @@
+"""`headstart compare`: the same split for every backbone, honest intervals, a sensible pick."""
+
+import json
+
+import numpy as np
+import pytest
+
+import headstart
+from headstart.errors import HeadstartError
+from headstart.training.compare import Candidate, mark_pareto, recommend, wilson
+from tests.test_cli import headstart_cli
+
+
+def candidate(name, accuracy, latency, n=100):
+    low, high = wilson(round(accuracy * n), n)
+    return Candidate(name, accuracy, low, high, accuracy, latency, 10.0, 0.1)
+
+
+def test_wilson_interval_matches_the_textbook_and_stays_inside_0_1():
+    low, high = wilson(81, 100)  # Wilson (1927): 0.7222–0.8749 for 81/100
+    assert (round(low, 4), round(high, 4)) == (0.7222, 0.8749)
+    assert wilson(10, 10)[1] == pytest.approx(1.0) and wilson(10, 10)[0] > 0.6
+    assert wilson(0, 10)[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_pareto_front_and_recommendation():
+    fast = candidate("fast", 0.90, 5)
+    slow_better = candidate("slow", 0.93, 20)
+    dominated = candidate("dominated", 0.89, 10)
+    mark_pareto(cands := [fast, slow_better, dominated])
+    assert [c.pareto for c in cands] == [True, True, False]
+    assert recommend(cands).backbone == "fast"  # 90 vs 93 of 100: within chance, so the faster one
+    clear = candidate("clear", 0.99, 20, n=2000)
+    assert recommend([candidate("fast", 0.90, 5, n=2000), clear]).backbone == "clear"
+
+
+def test_compare_trains_every_backbone_on_one_split(small_hymenoptera):
+    result = headstart.compare(small_hymenoptera, ["mobilenet_v2", "efficientnet_lite0"], quiet=True)
+    assert [c.backbone for c in result.candidates] == ["mobilenet_v2", "efficientnet_lite0"]
+    assert result.split == "val" and result.images == 12
+    for c in result.candidates:
+        assert 0.5 <= c.accuracy <= 1 and c.low <= c.accuracy <= c.high
+        assert c.latency_ms > 0 and c.size_mb > 10
+        assert np.isclose(c.accuracy * 12, round(c.accuracy * 12))  # a count of the 12 images
+    assert result.recommended in {"mobilenet_v2", "efficientnet_lite0"}
+    assert any(c.pareto for c in result.candidates)
+
+
+def test_cli_compare_json_and_errors(small_hymenoptera):
+    result = headstart_cli("compare", small_hymenoptera, "--backbones", "mobilenet_v2", "--format", "json")
+    report = json.loads(result.stdout)
+    assert report["recommended"] == "mobilenet_v2" and report["candidates"][0]["pareto"] is True
+    table = headstart_cli("compare", small_hymenoptera, "--backbones", "mobilenet_v2", "--quiet").stdout
+    assert "Recommended: mobilenet_v2" in table and "95% interval" in table
+    bad = headstart_cli("compare", small_hymenoptera, "--backbones", "resnet9000", check=False)
+    assert bad.returncode == 2 and "unknown backbone 'resnet9000'" in bad.stderr
+    with pytest.raises(HeadstartError, match="unknown backbone"):
+        headstart.compare(small_hymenoptera, ["nope"])
