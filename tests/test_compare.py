@@ -56,3 +56,12 @@ def test_cli_compare_json_and_errors(small_hymenoptera):
     assert bad.returncode == 2 and "unknown backbone 'resnet9000'" in bad.stderr
     with pytest.raises(HeadstartError, match="unknown backbone"):
         headstart.compare(small_hymenoptera, ["nope"])
+
+
+def test_train_with_backbone_auto_trains_the_recommended_one(small_hymenoptera, tmp_path):
+    result = headstart_cli("train", small_hymenoptera, "--backbone", "auto", "--out", tmp_path / "m", "--no-report")
+    clf = headstart.load(tmp_path / "m")
+    chosen = clf.hparams.backbone
+    assert chosen == headstart.compare(small_hymenoptera, quiet=True).recommended
+    assert f"Backbone: {chosen}, as `headstart compare` recommends" in result.stdout
+    assert clf.spec.name == chosen

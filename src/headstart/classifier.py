@@ -19,6 +19,7 @@ from .inference.exported import ExportedModel
 from .inference.model import Model
 from .inference.predictor import Predictor
 from .progress import event_bus
+from .training.compare import resolve_backbone
 from .training.record import TrainingRecord
 from .training.run import TrainingRun
 
@@ -117,10 +118,9 @@ class Classifier(Model):
             >>> len(epochs), clf.record.history.val_loss == epochs
             (5, True)
         """
-        hp = (hparams or HParams()).replace(**overrides)
-        run = TrainingRun(
-            data, hp, out=out, weights=weights, engine=engine, resume=resume, on_event=on_event, quiet=quiet
-        )
+        events = event_bus(on_event, quiet)  # one display for the comparison (backbone "auto") and the run
+        hp = resolve_backbone(data, (hparams or HParams()).replace(**overrides), events)
+        run = TrainingRun(data, hp, out=out, weights=weights, engine=engine, resume=resume, on_event=events)
         run.run()
         return cls.of(run.model, run.record)
 

@@ -67,7 +67,11 @@ class HParams:
     """
 
     # model
-    backbone: str = knob("mobilenet_v2", "pretrained backbone (see `headstart backbones`)", MODEL)
+    backbone: str = knob(
+        "mobilenet_v2",
+        "pretrained backbone (see `headstart backbones`), or auto: the one `headstart compare` recommends here",
+        MODEL,
+    )
     hidden: tuple[int, ...] = knob(
         (), "dense+ReLU layers before the softmax layer, e.g. 512,256", MODEL, type=parse_widths, metavar="W[,W...]"
     )

@@ -40,6 +40,8 @@ def cmd_train(args) -> int:
     record = clf.record
     split_text = ", ".join(f"{split} {sum(c.values())}" for split, c in record.data.counts.items())
     out.print(f"Data: {record.data.root}  ({len(clf.classes)} classes; {split_text})")
+    if hp.backbone == "auto":
+        out.print(f"Backbone: {clf.hparams.backbone}, as `headstart compare` recommends for this data")
     print_skipped(err, clf.record.skipped)
     if record.data.imbalance >= 3 and hp.class_weights == "none":
         err.print(

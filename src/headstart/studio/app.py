@@ -24,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from ..errors import HeadstartError
+from ..events import EventBus
 from ..formats import SUFFIX
 from ..serve.app import MAX_IMAGE_BYTES, ApiError, prepare_crop
 from .project import Project
@@ -59,6 +60,7 @@ class Trainer:
         self.events: list[dict] = []
         self.thread: threading.Thread | None = None
         self.run = None
+        self.bus = None
         self.error: str | None = None
 
     @property
@@ -67,22 +69,29 @@ class Trainer:
 
     def start(self, settings: TrainSettings) -> None:
         from ..hparams import HParams
+        from ..training.compare import resolve_backbone
         from ..training.run import TrainingRun
 
         if self.running:
             raise ApiError(409, "a training run is already going")
         hp = HParams.from_dict(settings.model_dump())
         self.events, self.error = [], None
+        self.bus = EventBus([self._on_event])  # cancellable from the start, a backbone comparison included
         out = self.project.new_model_dir()
-        self.run = TrainingRun(self.project.root, hp, out=out, on_event=self._on_event, quiet=True)
-        self.thread = threading.Thread(target=self._train, daemon=True)
+
+        def build() -> TrainingRun:
+            settled = resolve_backbone(self.project.root, hp, self.bus)  # "auto": compare them all first
+            return TrainingRun(self.project.root, settled, out=out, on_event=self.bus)
+
+        self.thread = threading.Thread(target=self._train, args=(build,), daemon=True)
         self.thread.start()
 
     def _on_event(self, event) -> None:
         self.events.append({"type": "event", **dataclasses.asdict(event)})
 
-    def _train(self) -> None:
+    def _train(self, build) -> None:
         try:
+            self.run = build()  # on this thread: a comparison of backbones takes a while
             self.run.run()
             record = self.run.record
             self.events.append(
@@ -100,7 +109,7 @@ class Trainer:
 
     def cancel(self) -> None:
         if self.running:
-            self.run.cancel()
+            self.bus.cancel()
 
 
 def review(project: Project, clf, limit: int = 48) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backbones import BACKBONES, get_backbone
+from ..backbones import BACKBONES, DEFAULT_BACKBONE, get_backbone
 from ..errors import HeadstartError
 from ..events import Subscriber
 from ..hparams import HParams
@@ -111,6 +111,15 @@ def compare(
         candidates.append(_measure(model, x_eval, y_eval, history.seconds))
     mark_pareto(candidates)
     return Comparison(str(data), split, len(y_eval), candidates, recommend(candidates).backbone)
+
+
+def resolve_backbone(data: str | Path, hparams: HParams, on_event: Subscriber | None = None) -> HParams:
+    """`hparams` with backbone "auto" replaced by what `compare` recommends on `data` with these
+    settings (features stay cached: the chosen backbone's are not extracted twice)."""
+    if hparams.backbone != "auto":
+        return hparams
+    choice = compare(data, hparams=hparams.replace(backbone=DEFAULT_BACKBONE), on_event=on_event)
+    return hparams.replace(backbone=choice.recommended)
 
 
 def _measure(model: Model, x_eval: np.ndarray, y_eval: np.ndarray, train_s: float) -> Candidate:
