@@ -141,7 +141,9 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(small_hymenoptera, tm
 
 
 def test_ctrl_c_saves_and_says_how_to_resume(small_hymenoptera, tmp_path):
-    run = cli("train", small_hymenoptera, "--out", tmp_path / "m", *FT_ARGS)
+    # Epochs to spare (later flags win): on a loaded machine the poll may see epoch 1 late, and the
+    # signal must still land inside training, not after it ended.
+    run = cli("train", small_hymenoptera, "--out", tmp_path / "m", *FT_ARGS, "--fine-tune-epochs", "40")
     wait_for_stage2_epoch(tmp_path / "m", 1, run)
     run.send_signal(signal.SIGINT)
     assert run.wait(timeout=120) == 130
