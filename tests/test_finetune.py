@@ -143,10 +143,11 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(small_hymenoptera, tm
 def test_ctrl_c_saves_and_says_how_to_resume(small_hymenoptera, tmp_path):
     # Epochs to spare (later flags win): on a loaded machine the poll may see epoch 1 late, and the
     # signal must still land inside training, not after it ended.
-    run = cli("train", small_hymenoptera, "--out", tmp_path / "m", *FT_ARGS, "--fine-tune-epochs", "40")
+    spare = ["--fine-tune-epochs", "40", "--fine-tune-patience", "40"]  # no early stop before the signal
+    run = cli("train", small_hymenoptera, "--out", tmp_path / "m", *FT_ARGS, *spare)
     wait_for_stage2_epoch(tmp_path / "m", 1, run)
     run.send_signal(signal.SIGINT)
-    assert run.wait(timeout=120) == 130
+    assert run.wait(timeout=120) == 130, run.stderr.read()[-2000:]
     message = run.stderr.read()
     assert "--resume" in message and "Traceback" not in message
     assert (checkpoint_dir(tmp_path / "m") / "state.json").exists()
