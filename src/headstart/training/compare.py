@@ -1,7 +1,7 @@
 """`headstart compare`: a head on every installed backbone, on one split, side by side.
 
-No backbone wins everywhere (MobileNetV2 beat EfficientNet-Lite0 on hymenoptera here, Lite2 beat
-both on fine-grained dogs), so the choice is made per dataset, on held-out images. Every
+No backbone wins everywhere (on hymenoptera here MobileNetV2 beat EfficientNet-Lite0 and Lite1/Lite2
+beat both; bench/accuracy.py), so the choice is made per dataset, on held-out images. Every
 candidate trains on the same split of the same images (grouped the same way), from cached
 features, so a comparison costs one extraction per backbone and then seconds.
 """
@@ -17,6 +17,7 @@ import numpy as np
 
 from ..backbones import BACKBONES, DEFAULT_BACKBONE, get_backbone
 from ..errors import HeadstartError
+from ..evaluation.metrics import compute_metrics
 from ..events import Subscriber
 from ..hparams import HParams
 from ..inference.features import FeatureExtractor
@@ -88,10 +89,10 @@ def compare(
     """Train the default head on each backbone (default: every one whose weights are installed)
     on one split of `data`, and measure each on its held-out images."""
     names = backbones or [name for name, spec in BACKBONES.items() if spec.weights_installed()]
-    for name in names:
-        get_backbone(name).weights_path()  # unknown or not installed: one line, before any work
     if not names:
         raise HeadstartError("no backbone weights installed: see `headstart backbones`")
+    for name in names:
+        get_backbone(name).weights_path()  # unknown or not installed: one line, before any work
     hp = hparams or HParams()
     run = TrainingRun(data, hp.replace(backbone=names[0]), on_event=on_event, quiet=quiet)
     run.group()  # scan, extract (the first backbone) and split, grouped as `hp` says
@@ -123,11 +124,8 @@ def resolve_backbone(data: str | Path, hparams: HParams, on_event: Subscriber | 
 
 
 def _measure(model: Model, x_eval: np.ndarray, y_eval: np.ndarray, train_s: float) -> Candidate:
-    from sklearn.metrics import f1_score
-
-    predicted = model.predict_proba(x_eval).argmax(1)
-    correct = int((predicted == y_eval).sum())
-    low, high = wilson(correct, len(y_eval))
+    metrics = compute_metrics(y_eval, model.predict_proba(x_eval), model.classes)
+    low, high = wilson(round(metrics.accuracy * len(y_eval)), len(y_eval))
     size = model.preprocessing.image_size
     crop = np.random.default_rng(0).integers(0, 256, (1, size, size, 3), dtype=np.uint8)
     model.predict_arrays(crop)  # warm up: the first run builds the session
@@ -141,10 +139,10 @@ def _measure(model: Model, x_eval: np.ndarray, y_eval: np.ndarray, train_s: floa
     )
     return Candidate(
         backbone=model.spec.name,
-        accuracy=correct / len(y_eval),
+        accuracy=metrics.accuracy,
         low=low,
         high=high,
-        macro_f1=float(f1_score(y_eval, predicted, average="macro")),
+        macro_f1=metrics.macro_f1,
         latency_ms=1000 * float(np.median(times)),
         size_mb=parameters * 4 / 1e6,
         train_s=train_s,
