@@ -34,24 +34,41 @@ def test_pareto_front_and_recommendation():
     assert recommend([candidate("fast", 0.90, 5, n=2000), clear]).backbone == "clear"
 
 
-def test_compare_trains_every_backbone_on_one_split(small_hymenoptera):
+def test_compare_trains_every_candidate_on_one_split(small_hymenoptera):
     result = headstart.compare(small_hymenoptera, ["mobilenet_v2", "efficientnet_lite0"], quiet=True)
-    assert [c.backbone for c in result.candidates] == ["mobilenet_v2", "efficientnet_lite0"]
+    assert [c.label for c in result.candidates] == [
+        "mobilenet_v2",
+        "efficientnet_lite0",
+        "mobilenet_v2 +flip",
+        "efficientnet_lite0 +flip",
+    ]
     assert result.split == "val" and result.images == 12
+    plain, flip = result.candidates[0], result.candidates[2]
+    assert flip.latency_ms > 1.3 * plain.latency_ms  # the mirror view is a second pass, and is measured
     for c in result.candidates:
         assert 0.5 <= c.accuracy <= 1 and c.low <= c.accuracy <= c.high
         assert c.latency_ms > 0 and c.size_mb > 10
         assert np.isclose(c.accuracy * 12, round(c.accuracy * 12))  # a count of the 12 images
-    assert result.recommended in {"mobilenet_v2", "efficientnet_lite0"}
+    assert result.recommended in {"mobilenet_v2", "efficientnet_lite0"} and result.recommended_tta in {"none", "flip"}
     assert any(c.pareto for c in result.candidates)
 
 
+def test_compare_budget_starts_nothing_after_it_is_spent(small_hymenoptera):
+    result = headstart.compare(
+        small_hymenoptera, ["mobilenet_v2", "mobilenet_v2+efficientnet_lite0"], tta=["none"], budget=0, quiet=True
+    )
+    assert [c.label for c in result.candidates] == ["mobilenet_v2"]  # the first always runs
+    assert result.skipped == ["mobilenet_v2+efficientnet_lite0"] and result.recommended == "mobilenet_v2"
+
+
 def test_cli_compare_json_and_errors(small_hymenoptera):
-    result = headstart_cli("compare", small_hymenoptera, "--backbones", "mobilenet_v2", "--format", "json")
+    one = ("--backbones", "mobilenet_v2", "--tta", "none")
+    result = headstart_cli("compare", small_hymenoptera, *one, "--format", "json")
     report = json.loads(result.stdout)
     assert report["recommended"] == "mobilenet_v2" and report["candidates"][0]["pareto"] is True
-    table = headstart_cli("compare", small_hymenoptera, "--backbones", "mobilenet_v2", "--quiet").stdout
-    assert "Recommended: mobilenet_v2" in table and "95% interval" in table
+    table = headstart_cli("compare", small_hymenoptera, *one, "--quiet").stdout
+    assert "Recommended: mobilenet_v2," in table and "95% interval" in table
+    assert "headstart train" in table and "--backbone mobilenet_v2" in table
     bad = headstart_cli("compare", small_hymenoptera, "--backbones", "resnet9000", check=False)
     assert bad.returncode == 2 and "unknown backbone 'resnet9000'" in bad.stderr
     with pytest.raises(HeadstartError, match="unknown backbone"):
@@ -62,6 +79,8 @@ def test_train_with_backbone_auto_trains_the_recommended_one(small_hymenoptera, 
     result = headstart_cli("train", small_hymenoptera, "--backbone", "auto", "--out", tmp_path / "m", "--no-report")
     clf = headstart.load(tmp_path / "m")
     chosen = clf.hparams.backbone
-    assert chosen == headstart.compare(small_hymenoptera, quiet=True).recommended
-    assert f"Backbone: {chosen}, as `headstart compare` recommends" in result.stdout
-    assert clf.spec.name == chosen
+    comparison = headstart.compare(small_hymenoptera, quiet=True)
+    assert (chosen, clf.hparams.tta) == (comparison.recommended, comparison.recommended_tta)
+    assert f"Backbone: {chosen}" in result.stdout and "as `headstart compare` recommends" in result.stdout
+    assert clf.spec.name == chosen and clf.tta == clf.hparams.tta
+    assert len(comparison.candidates) == 10  # 4 backbones and the ensemble, with and without flip

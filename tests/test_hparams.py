@@ -18,6 +18,8 @@ NON_DEFAULT = {
     "backbone": "efficientnet_lite0",
     "hidden": "64,32",
     "dropout": "0.3",
+    "tta": "flip",  # (with --no-flip it is refused: tested below, then dropped from the round trip)
+    "budget": "30",
     "epochs": "7",
     "batch_size": "16",
     "learning_rate": "0.002",
@@ -72,8 +74,12 @@ def test_non_default_flags_round_trip_through_model_json(colour_folder, tmp_path
     argv = ["train", "data"]
     for f in fields(HParams):
         argv += [cli_flag(f)] + ([NON_DEFAULT[f.name]] if NON_DEFAULT[f.name] is not None else [])
+    with pytest.raises(HeadstartError, match="--tta flip mirrors images, but --no-flip"):
+        hparams_from_args(build_parser().parse_args(argv))
+    argv.remove("--tta")
+    argv.remove("flip")
     hp = hparams_from_args(build_parser().parse_args(argv))
-    assert all(getattr(hp, f.name) != f.default for f in fields(HParams))
+    assert all(getattr(hp, f.name) != f.default for f in fields(HParams) if f.name != "tta")
     assert hp.hidden == (64, 32) and hp.fine_tune == "all" and hp.flip is False and hp.calibrate is True
 
     clf = headstart.train(colour_folder, epochs=2, quiet=True)
@@ -98,3 +104,26 @@ def test_replace_checks_names_and_values():
         HParams().replace(epoch=5)
     with pytest.raises(HeadstartError, match="invalid epochs: 0"):
         HParams().replace(epochs=0)
+
+
+def test_presets_set_backbone_and_tta_and_given_flags_win(capsys, monkeypatch):
+    from headstart.cli import build_parser
+    from headstart.hparams import hparams_from_args
+    from headstart.presets import PRESETS
+
+    best = HParams(epochs=5).with_preset("best")
+    assert (best.backbone, best.tta, best.epochs) == (PRESETS["best"]["settings"]["backbone"], "flip", 5)
+    assert HParams().with_preset("fast") == HParams()  # fast is today's default
+    with pytest.raises(HeadstartError, match="unknown preset 'turbo'"):
+        HParams().with_preset("turbo")
+    parse = build_parser().parse_args
+    hp = hparams_from_args(parse(["train", "data", "--preset", "best", "--backbone", "mobilenet_v2"]))
+    assert (hp.backbone, hp.tta) == ("mobilenet_v2", "flip")  # the flag given wins over the preset
+    hp = hparams_from_args(parse(["train", "data", "--preset", "balanced", "--epochs", "100"]))
+    assert hp.backbone == PRESETS["balanced"]["settings"]["backbone"] and hp.epochs == 100
+    monkeypatch.setenv("COLUMNS", "1000")  # no line breaks inside the summaries
+    with pytest.raises(SystemExit):
+        parse(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for name, preset in PRESETS.items():
+        assert f"{name}: {preset['summary']}" in help_text

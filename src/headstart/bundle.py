@@ -179,6 +179,7 @@ def save_model(directory: str | Path, model: Model, record: TrainingRecord) -> P
             "feature_dim": model.spec.feature_dim,
         },
         "preprocessing": model.preprocessing.to_dict(),
+        "test_time_augmentation": model.tta,
         "head": head_layout(model.head),
         **record.to_dict(),
     }
@@ -225,7 +226,8 @@ def load_model(
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise HeadstartError(f"{where / META_FILE}: inconsistent training record ({type(e).__name__}: {e})") from None
     preprocessing = Preprocessing.from_dict(meta.preprocessing.model_dump())
-    return Model(spec, head, classes, preprocessing, meta.calibration.temperature, backbone, weights, engine), record
+    temperature, tta = meta.calibration.temperature, meta.test_time_augmentation
+    return Model(spec, head, classes, preprocessing, temperature, backbone, weights, engine, tta=tta), record
 
 
 def _load_part(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str, mismatch: str) -> None:

@@ -65,7 +65,8 @@ class Classifier(Model):
     def __repr__(self) -> str:
         metrics = self.record.metrics
         tail = f", {self.record.evaluated_on} accuracy={metrics.accuracy:.3f}" if metrics else ""
-        return f"Classifier(backbone={self.spec.name!r}, classes={self.classes!r}{tail})"
+        tta = f", tta={self.tta!r}" if self.tta != "none" else ""
+        return f"Classifier(backbone={self.spec.name!r}{tta}, classes={self.classes!r}{tail})"
 
     @property
     def hparams(self) -> HParams:
@@ -90,6 +91,7 @@ class Classifier(Model):
         resume: bool = False,
         on_event: Subscriber | None = None,
         quiet: bool = False,
+        preset: str | None = None,
         **overrides,
     ) -> Classifier:
         """Train a classifier on a folder of images: scan, extract (cached) features, train the
@@ -105,6 +107,8 @@ class Classifier(Model):
             on_event: receives progress events; raising `headstart.Cancelled` in it stops training
                 with the last epoch checkpointed (resumable).
             quiet: draw no progress bars.
+            preset: "fast", "balanced" or "best" (see `headstart.presets`): its settings replace
+                `hparams`' backbone and test-time augmentation; `overrides` still win.
 
         Returns:
             The trained classifier; `metrics` are on the test split, else validation.
@@ -119,7 +123,9 @@ class Classifier(Model):
             (5, True)
         """
         events = event_bus(on_event, quiet)  # one display for the comparison (backbone "auto") and the run
-        hp = resolve_backbone(data, (hparams or HParams()).replace(**overrides), events)
+        hp = hparams or HParams()
+        hp = (hp.with_preset(preset) if preset else hp).replace(**overrides)
+        hp = resolve_backbone(data, hp, events)
         run = TrainingRun(data, hp, out=out, weights=weights, engine=engine, resume=resume, on_event=events)
         run.run()
         return cls.of(run.model, run.record)

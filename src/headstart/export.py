@@ -62,6 +62,7 @@ def metadata(model: Model, fmt: str) -> dict:
         "labels": model.classes,
         "backbone": model.spec.name,
         "preprocessing": model.preprocessing.to_dict(),
+        "test_time_augmentation": model.tta,  # already inside the graph: run it on the plain crop
         "input": {
             "name": "images",
             "dtype": "uint8",

@@ -11,6 +11,7 @@ from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any
 
 from .errors import HeadstartError
+from .presets import PRESETS
 
 
 def knob(
@@ -76,6 +77,20 @@ class HParams:
         (), "dense+ReLU layers before the softmax layer, e.g. 512,256", MODEL, type=parse_widths, metavar="W[,W...]"
     )
     dropout: float = knob(0.2, "dropout before each dense layer", MODEL)
+    budget: float | None = knob(
+        None,
+        "with --backbone auto: seconds the comparison may take (candidates start cheapest first)",
+        MODEL,
+        type=float,
+        metavar="SECONDS",
+    )
+    tta: str = knob(
+        "none",
+        "test-time augmentation: flip averages each image's features with its mirror image's, "
+        "in evaluation, prediction and exports (twice the backbone work per image)",
+        MODEL,
+        choices=("none", "flip"),
+    )
     # optimisation (stage 1: the head on frozen features)
     epochs: int = knob(100, "maximum epochs; early stopping on validation loss usually ends sooner", OPTIMISATION)
     batch_size: int = knob(32, "examples per optimiser step", OPTIMISATION)
@@ -159,11 +174,15 @@ class HParams:
             "fine_tune_epochs": self.fine_tune_epochs >= 1,
             "fine_tune_lr": self.fine_tune_lr > 0,
             "precision": self.precision in ("fp32", "bf16"),
+            "tta": self.tta in ("none", "flip"),
+            "budget": self.budget is None or self.budget >= 0,
             "grad_clip": self.grad_clip > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise HeadstartError(f"invalid {bad[0]}: {getattr(self, bad[0])!r}")
+        if self.tta == "flip" and not self.flip:
+            raise HeadstartError("--tta flip mirrors images, but --no-flip says left and right matter here")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -181,6 +200,17 @@ class HParams:
         if unknown:
             raise HeadstartError(f"unknown training setting {unknown[0]!r}; see headstart.HParams")
         return HParams.from_dict({**self.to_dict(), **overrides})
+
+    def with_preset(self, name: str) -> HParams:
+        """A copy with preset `name`'s settings (fast, balanced, best: see `headstart.presets`).
+
+        Example:
+            >>> HParams(epochs=5).with_preset("fast").backbone
+            'mobilenet_v2'
+        """
+        if name not in PRESETS:
+            raise HeadstartError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+        return self.replace(**PRESETS[name]["settings"])
 
     def augmentation(self):
         """The training augmentation these settings describe, or None."""
@@ -225,21 +255,32 @@ def add_hparams_arguments(parser: argparse.ArgumentParser) -> None:
         if cli["group"] not in groups:
             groups[cli["group"]] = parser.add_argument_group(cli["group"])
         group, flag = groups[cli["group"]], cli_flag(f)
+        # SUPPRESS: a flag not given leaves no attribute, so a --preset can tell it from a typed default.
         if isinstance(f.default, bool):
-            group.add_argument(flag, dest=f.name, action="store_false" if f.default else "store_true", help=cli["help"])
+            action = "store_false" if f.default else "store_true"
+            group.add_argument(flag, dest=f.name, action=action, default=argparse.SUPPRESS, help=cli["help"])
             continue
         kind = cli["type"] or type(f.default)
-        default_text = "" if f.default in (None, ()) else " (default %(default)s)"
+        default_text = "" if f.default in (None, ()) else f" (default {f.default})"
         group.add_argument(
             flag,
             dest=f.name,
             type=_argument_type(kind),
-            default=f.default,
+            default=argparse.SUPPRESS,
             choices=cli["choices"],
             metavar=cli["metavar"],
-            help=cli["help"] + default_text,
+            help=cli["help"] + default_text.replace("%", "%%"),
         )
+    groups[MODEL].add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        help="a measured combination of the settings above (flags given as well win): "
+        + "; ".join(f"{name}: {preset['summary']}" for name, preset in PRESETS.items()),
+    )
 
 
 def hparams_from_args(args: argparse.Namespace) -> HParams:
-    return HParams(**{f.name: getattr(args, f.name) for f in fields(HParams)})
+    """The settings of a parsed command line: the preset's (if any), then every flag given."""
+    given = {f.name: getattr(args, f.name) for f in fields(HParams) if hasattr(args, f.name)}
+    preset = getattr(args, "preset", None)
+    return HParams().with_preset(preset).replace(**given) if preset else HParams(**given)

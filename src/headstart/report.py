@@ -184,6 +184,7 @@ def _sections(ev: Evaluation, record: TrainingRecord, images: dict[str, bytes]) 
     sections = [
         f"<h1>headstart report</h1><p class=lead>{len(ev.classes)} classes "
         f"· backbone <b>{html.escape(record.hparams.backbone)}</b>"
+        f"{' with flip test-time augmentation' if record.hparams.tta == 'flip' else ''}"
         f" · {html.escape(record.created)}</p>"
         f"<div class=cards><div><span>{m.accuracy:.3f}</span>accuracy ({html.escape(ev.split)}, n = {m.count})</div>"
         f"<div><span>{m.macro_f1:.3f}</span>macro F1</div><div><span>{ece:.3f}</span>expected calibration error</div>"

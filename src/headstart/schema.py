@@ -151,6 +151,7 @@ class BundleMeta(Strict):
     labels: Labels
     backbone: BackboneSchema
     preprocessing: PreprocessingSchema
+    test_time_augmentation: Literal["none", "flip"] = "none"
     head: HeadSchema
     calibration: CalibrationSchema
     files: dict[Literal["model.safetensors"], FileEntry]

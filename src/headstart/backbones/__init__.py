@@ -1,56 +1,21 @@
 """The backbone registry: one spec per supported architecture drives extraction, training and export.
 
 Add an architecture by writing its module (keys compatible with its weights file) and one
-`BackboneSpec` entry below.
+`BackboneSpec` entry below. Names joined with "+" make a feature ensemble of registered ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache, partial
 from importlib import resources
-from pathlib import Path
-
-from torch import nn
 
 from ..errors import HeadstartError
 from ..preprocessing import Preprocessing
 from .efficientnet_lite import EfficientNetLite
+from .ensemble import EnsembleSpec
 from .mobilenet_v2 import MobileNetV2
-from .weights import WeightsSource, load_state_dict, resolve_weights
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    name: str
-    description: str
-    build: Callable[[], nn.Module]  # the module has forward_features(x) -> (N, feature_dim) and blocks()
-    weights: WeightsSource
-    preprocessing: Preprocessing
-    feature_dim: int
-    num_blocks: int  # len(module.blocks()): the units `--fine-tune N` counts from the top
-
-    def weights_path(self, override: str | Path | None = None) -> Path:
-        return resolve_weights(self.weights, self.name, override)
-
-    def weights_installed(self) -> bool:
-        path = self.weights.installed_path()
-        if path is None:
-            return False
-        try:
-            resolve_weights(self.weights, self.name, path)
-        except HeadstartError:
-            return False
-        return True
-
-    def create(self, weights: str | Path | None = None, pretrained: bool = True) -> nn.Module:
-        """The ImageNet-pretrained network in eval mode."""
-        model = self.build()
-        if pretrained:
-            model.load_state_dict(load_state_dict(self.weights_path(weights)))
-        return model.eval()
-
+from .spec import BackboneSpec
+from .weights import WeightsSource
 
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
@@ -117,10 +82,20 @@ DEFAULT_BACKBONE = "mobilenet_v2"
 
 
 def get_backbone(name: str) -> BackboneSpec:
+    """A registered backbone, or the feature ensemble of several joined with "+" (a+b)."""
+    if "+" in name:
+        return _ensemble(name)
     try:
         return BACKBONES[name]
     except KeyError:
-        raise HeadstartError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}") from None
+        raise HeadstartError(
+            f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}, or several joined with +"
+        ) from None
+
+
+@cache  # one spec object per ensemble name, like the registered ones
+def _ensemble(name: str) -> EnsembleSpec:
+    return EnsembleSpec.of([get_backbone(part) for part in name.split("+")])
 
 
 @cache
@@ -128,4 +103,12 @@ def imagenet_classes() -> list[str]:
     return resources.files(__package__).joinpath("imagenet_classes.txt").read_text("utf-8").splitlines()
 
 
-__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "BackboneSpec", "get_backbone", "imagenet_classes"]
+__all__ = [
+    "BACKBONES",
+    "DEFAULT_BACKBONE",
+    "ENSEMBLES",
+    "BackboneSpec",
+    "EnsembleSpec",
+    "get_backbone",
+    "imagenet_classes",
+]

@@ -13,6 +13,7 @@ from ..errors import HeadstartError
 from ..events import Cancelled
 from ..formats import FORMATS
 from ..hparams import add_hparams_arguments
+from ..presets import ENSEMBLES
 from ..version import __version__
 from .console import err
 from .model_commands import cmd_compare, cmd_evaluate, cmd_export, cmd_predict, cmd_report, cmd_train
@@ -67,13 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "compare",
         parents=[shared["running"]],
-        help="train a head on every installed backbone on one split and recommend one",
-        description="Which backbone for DATA? Each gets the default head on the same split (cached "
-        "features), measured on the same held-out images: accuracy with a 95%% interval, macro F1, "
-        "latency per image, size, training time, and the Pareto front of accuracy against latency.",
+        help="train a head on every installed backbone and ensemble on one split and recommend one",
+        description="Which backbone for DATA? Each candidate (backbone or ensemble, with and without "
+        "flip test-time augmentation) gets the default head on the same split (cached features), "
+        "measured on the same held-out images: accuracy with a 95%% interval, macro F1, latency per "
+        "image, size, training time, and the Pareto front of accuracy against latency.",
     )
     p.add_argument("data", help="image folder or named dataset")
-    p.add_argument("--backbones", metavar="A,B,...", help="default: every backbone whose weights are installed")
+    p.add_argument(
+        "--backbones",
+        metavar="A,B+C,...",
+        help="default: every backbone whose weights are installed, and " + ", ".join(ENSEMBLES),
+    )
+    p.add_argument("--tta", metavar="none,flip", help="test-time augmentations to try (default: none,flip)")
+    p.add_argument(
+        "--budget", type=float, metavar="SECONDS", help="start no candidate after this long (cheapest run first)"
+    )
     p.add_argument("--seed", type=int, default=42, help="seed of the split and the heads (default %(default)s)")
     p.add_argument("--group-by", metavar="auto|REGEX", help="keep groups in one split, as in train")
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default %(default)s)")

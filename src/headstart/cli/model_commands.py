@@ -41,7 +41,8 @@ def cmd_train(args) -> int:
     split_text = ", ".join(f"{split} {sum(c.values())}" for split, c in record.data.counts.items())
     out.print(f"Data: {record.data.root}  ({len(clf.classes)} classes; {split_text})")
     if hp.backbone == "auto":
-        out.print(f"Backbone: {clf.hparams.backbone}, as `headstart compare` recommends for this data")
+        tta = " with flip test-time augmentation" if clf.hparams.tta == "flip" else ""
+        out.print(f"Backbone: {clf.hparams.backbone}{tta}, as `headstart compare` recommends for this data")
     print_skipped(err, clf.record.skipped)
     if record.data.imbalance >= 3 and hp.class_weights == "none":
         err.print(
@@ -137,8 +138,16 @@ def cmd_compare(args) -> int:
     from ..training.compare import compare
 
     hp = HParams(seed=args.seed, group_by=args.group_by)
-    backbones = [b.strip() for b in args.backbones.split(",") if b.strip()] if args.backbones else None
-    result = compare(args.data, backbones, hp, on_event=events(args) if args.format == "table" else None, quiet=True)
+    backbones = _names(args.backbones)
+    result = compare(
+        args.data,
+        backbones,
+        hp,
+        on_event=events(args) if args.format == "table" else None,
+        quiet=True,
+        tta=_names(args.tta),
+        budget=args.budget,
+    )
     if args.format == "json":
         print(json.dumps(result.to_dict(), indent=2))
         return 0
@@ -147,7 +156,7 @@ def cmd_compare(args) -> int:
         table.add_column(column, justify="left" if column == "backbone" else "right", no_wrap=True)
     for c in result.candidates:
         table.add_row(
-            c.backbone,
+            c.label,
             f"{c.accuracy:.1%}",
             f"{c.low:.1%}–{c.high:.1%}",
             f"{c.macro_f1:.3f}",
@@ -157,9 +166,17 @@ def cmd_compare(args) -> int:
             "*" if c.pareto else "",
         )
     out.print(table)
+    if result.skipped:
+        out.print(f"Not tried (over the {args.budget:g} s budget): {', '.join(result.skipped)}")
+    choice = next(c for c in result.candidates if (c.backbone, c.tta) == (result.recommended, result.recommended_tta))
     out.print(
-        f"Recommended: [bold]{result.recommended}[/], the fastest whose accuracy is within the most accurate "
-        f"one's 95% interval.  Train it: headstart train {escape(printable(result.data))} "
-        f"--backbone {result.recommended}"
+        f"Recommended: [bold]{choice.label}[/], the fastest whose accuracy is within the most accurate "
+        f"one's 95% interval.  Train it: headstart train {escape(printable(result.data))} {choice.train_flags}"
     )
     return 0
+
+
+def _names(text: str | None) -> list[str] | None:
+    """'a, b,c' -> ['a', 'b', 'c']; None or blank -> None."""
+    names = [name.strip() for name in (text or "").split(",") if name.strip()]
+    return names or None

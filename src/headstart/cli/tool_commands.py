@@ -48,6 +48,8 @@ def cmd_imagenet(args) -> int:
     from ..data.images import load_image
 
     spec = get_backbone(args.backbone)
+    if "+" in spec.name:
+        raise HeadstartError(f"{spec.name} is a feature ensemble: it has no ImageNet classifier; name one backbone")
     model = spec.create(args.weights)
     names = imagenet_classes()
     for path in args.images:
@@ -85,6 +87,10 @@ def cmd_backbones(args) -> int:
             installed,
         )
     out.print(table)
+    out.print(
+        "Feature ensembles: join names with + (e.g. --backbone efficientnet_lite1+efficientnet_lite2): "
+        "each member runs on one shared crop and the head learns from all their features."
+    )
     return 0
 
 

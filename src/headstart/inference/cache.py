@@ -62,3 +62,27 @@ class FeatureCache:
                 f"feature cache {self.dir}: can't write ({e.strerror or e}); continuing without it",
                 key=f"put {self.dir}",
             )
+
+
+class SplitCache:
+    """Rows stored as consecutive slices in several caches, one per feature-ensemble member: each
+    member's features stay reusable by any ensemble that shares the member (and the crop)."""
+
+    def __init__(self, parts: list[FeatureCache]):
+        self.parts = parts
+        self.dim = sum(part.dim for part in parts)
+        self._bounds = np.cumsum([0] + [part.dim for part in parts])
+
+    def get(self, content_hash: str) -> np.ndarray | None:
+        """The whole row, or None unless every member has its slice."""
+        rows = []
+        for part in self.parts:
+            if (row := part.get(content_hash)) is None:
+                return None
+            rows.append(row)
+        return np.concatenate(rows)
+
+    def put(self, content_hash: str, features: np.ndarray) -> None:
+        row = np.asarray(features).reshape(-1)
+        for part, start, end in zip(self.parts, self._bounds[:-1], self._bounds[1:]):
+            part.put(content_hash, row[start:end])

@@ -3,10 +3,13 @@ default) runs on batches; results cached on disk.
 
 The cache key is the image's content hash plus the backbone, its weights and the preprocessing,
 so renaming or moving files costs nothing and a changed recipe never reuses stale features.
+Mirror-image views (test-time augmentation) and each member of a feature ensemble are cached
+apart, so switching either on or off, or trying another ensemble, reuses what is there.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 from collections.abc import Callable, Sequence
@@ -19,14 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..backbones import BackboneSpec
+from ..backbones import BackboneSpec, EnsembleSpec
 from ..data.images import ImageDecodeError, decode, read_file
 from ..errors import HeadstartError
 from ..events import EventBus, as_bus
 from ..fsutil import cache_root
 from ..preprocessing import Preprocessing
-from .cache import FeatureCache
-from .graph import ModelGraph
+from .cache import FeatureCache, SplitCache
+from .graph import TTA, ModelGraph
 from .runtime import BATCH_SIZE, bounded_map, cached_session, num_threads, state_fingerprint
 
 if TYPE_CHECKING:
@@ -43,11 +46,28 @@ class Extraction:
     hashes: list[str] = field(default_factory=list)  # content sha256 of each ok image
     computed: int = 0  # images that went through the backbone (the rest came from the cache)
 
+    @classmethod
+    def merge(cls, parts: Sequence[Extraction], combine: Callable[[list[np.ndarray]], np.ndarray]) -> Extraction:
+        """Extractions of the same paths (views, ensemble members) as one: the images every part
+        read, their features combined by `combine` (a mean, a concatenation)."""
+        ok = sorted(set.intersection(*(set(p.ok) for p in parts)))
+        rows = [[{i: r for r, i in enumerate(p.ok)}[i] for i in ok] for p in parts]
+        first = parts[0]
+        return cls(
+            combine([p.features[r] for p, r in zip(parts, rows)]).astype(np.float32),
+            ok,
+            {path: why for p in parts for path, why in p.failures.items()},
+            [first.hashes[r] for r in rows[0]],
+            max(p.computed for p in parts),
+        )
+
 
 class FeatureExtractor:
     """Images -> backbone features, with onnxruntime (default) or eager PyTorch.
 
     `backbone` is the network to run: the spec's pretrained one unless a fine-tuned copy is given.
+    `tta="flip"` gives the mean of each image's and its mirror image's features.
+    Build one with `feature_extractor`, which picks the class the spec needs.
     """
 
     def __init__(
@@ -58,10 +78,14 @@ class FeatureExtractor:
         engine: str = "auto",
         preprocessing: Preprocessing | None = None,
         cache_dir: Path | None = None,
+        tta: str = "none",
     ):
         if engine not in ("auto", "onnxruntime", "torch"):
             raise HeadstartError(f"unknown engine {engine!r}: use auto, onnxruntime or torch")
+        if tta not in TTA:
+            raise HeadstartError(f"unknown test-time augmentation {tta!r}: use none or flip")
         self.spec = spec
+        self.tta = tta
         self.preprocessing = preprocessing or spec.preprocessing
         self.cache_root = Path(cache_dir) if cache_dir else cache_root()
         self._weights = weights
@@ -70,7 +94,7 @@ class FeatureExtractor:
         weights_sha = spec.weights.sha256 if backbone is None else state_fingerprint(backbone)
         self.model_id = f"{spec.name}-{weights_sha[:16]}"
         self.engine = engine
-        self._session = None
+        self._sessions: dict = {}  # onnxruntime session per test-time augmentation
 
     @property
     def cache_key(self) -> str:
@@ -86,27 +110,34 @@ class FeatureExtractor:
             self._backbone = self.spec.create(self._weights)
         return self._backbone
 
-    def _onnx_session(self):
-        if self._session is None:
-            self._session = cached_session(
-                f"{self.model_id}-{self.preprocessing.fingerprint}-u8.onnx",
-                ModelGraph.features(self.backbone, self.preprocessing),
+    def graph(self, tta: str | None = None) -> ModelGraph:
+        """uint8 crops -> features, as one network (with this extractor's test-time augmentation
+        unless `tta` says otherwise)."""
+        return ModelGraph.features(self.backbone, self.preprocessing, self.tta if tta is None else tta)
+
+    def _onnx_session(self, tta: str):
+        if tta not in self._sessions:
+            suffix = "" if tta == "none" else f"-{tta}"
+            self._sessions[tta] = cached_session(
+                f"{self.cache_key}{suffix}-u8.onnx",
+                self.graph(tta),
                 self.preprocessing.image_size,
                 root=self.cache_root,
             )
-        return self._session
+        return self._sessions[tta]
 
     def resolved_engine(self) -> str:
         if self.engine != "auto":
             return self.engine
         return "onnxruntime" if importlib.util.find_spec("onnxruntime") else "torch"
 
-    def embed(self, batch: np.ndarray) -> np.ndarray:
+    def embed(self, batch: np.ndarray, tta: str | None = None) -> np.ndarray:
         """Cropped uint8 images (N, H, W, 3) -> features (N, feature_dim) float32."""
+        tta = self.tta if tta is None else tta
         if self.resolved_engine() == "onnxruntime":
-            return self._onnx_session().run(None, {"images": batch})[0]
+            return self._onnx_session(tta).run(None, {"images": batch})[0]
         with torch.inference_mode():
-            return ModelGraph.features(self.backbone, self.preprocessing)(torch.from_numpy(batch)).numpy()
+            return self.graph(tta)(torch.from_numpy(batch)).numpy()
 
     def extract(
         self,
@@ -119,18 +150,78 @@ class FeatureExtractor:
         cache_tag: str = "",
     ) -> Extraction:
         """Features of `paths` (cached unless `use_cache` is False). `transform` replaces the plain
-        crop (augmentation); its features are cached apart, under `cache_tag`."""
-        cache = self.cache(cache_tag) if use_cache else None
-        return batched_inference(
-            paths, self.preprocessing, self.embed, self.spec.feature_dim, cache, events, stage, description, transform
-        )
+        crop (a training augmentation, never mirrored for test time); its features are cached
+        apart, under `cache_tag`."""
+
+        def view(transform, tag, description):  # one view per image, each cached apart
+            cache = self.cache(tag) if use_cache else None
+            embed = functools.partial(self.embed, tta="none")
+            dim = self.spec.feature_dim
+            return batched_inference(
+                paths, self.preprocessing, embed, dim, cache, events, stage, description, transform
+            )
+
+        plain = view(transform, cache_tag, description)
+        if self.tta == "none" or transform is not None:
+            return plain
+        mirrored = view(mirror(self.preprocessing), cache_tag + "-flip", f"{description} (mirror images)")
+        return Extraction.merge([plain, mirrored], lambda views: (views[0] + views[1]) / 2)
+
+
+class EnsembleExtractor(FeatureExtractor):
+    """A feature ensemble's extractor: images decoded once and run through the whole ensemble graph,
+    each member's share of the features cached under that member's own key (see `SplitCache`)."""
+
+    def __init__(
+        self,
+        spec: EnsembleSpec,
+        weights: str | Path | None = None,
+        backbone: nn.Module | None = None,
+        engine: str = "auto",
+        preprocessing: Preprocessing | None = None,
+        cache_dir: Path | None = None,
+        tta: str = "none",
+    ):
+        if backbone is not None:
+            raise HeadstartError(f"{spec.name}: a feature ensemble is never fine-tuned")
+        super().__init__(spec, weights, None, engine, preprocessing, cache_dir, tta)
+        self.members = [
+            FeatureExtractor(member, engine=engine, cache_dir=self.cache_root)
+            for member in spec.member_specs(self.preprocessing)
+        ]
+
+    def cache(self, tag: str = "") -> SplitCache | None:
+        parts = [member.cache(tag) for member in self.members]
+        return None if None in parts else SplitCache(parts)
+
+
+def feature_extractor(
+    spec: BackboneSpec,
+    weights: str | Path | None = None,
+    backbone: nn.Module | None = None,
+    engine: str = "auto",
+    preprocessing: Preprocessing | None = None,
+    cache_dir: Path | None = None,
+    tta: str = "none",
+) -> FeatureExtractor:
+    """The extractor `spec` needs (see `FeatureExtractor` for the arguments)."""
+    kind = EnsembleExtractor if isinstance(spec, EnsembleSpec) else FeatureExtractor
+    return kind(spec, weights, backbone, engine, preprocessing, cache_dir, tta)
 
 
 Transform = Callable[["Image.Image", str], np.ndarray]  # (RGB image, content sha256) -> uint8 crop
 
 
+def mirror(preprocessing: Preprocessing) -> Transform:
+    """The mirror image of the plain crop: exactly what the graph's flip sees."""
+    return lambda image, _: np.ascontiguousarray(preprocessing(image)[:, ::-1])
+
+
 def prepare_image(
-    path: Path, preprocessing: Preprocessing, cache: FeatureCache | None, transform: Transform | None = None
+    path: Path,
+    preprocessing: Preprocessing,
+    cache: FeatureCache | SplitCache | None,
+    transform: Transform | None = None,
 ):
     """Read, hash and (unless cached) decode one file: runs in worker threads."""
     try:
@@ -152,7 +243,7 @@ def batched_inference(
     preprocessing: Preprocessing,
     infer: Callable[[np.ndarray], np.ndarray],
     out_dim: int,
-    cache: FeatureCache | None = None,
+    cache: FeatureCache | SplitCache | None = None,
     events: EventBus | None = None,
     stage: str = "extract",
     description: str = "Extracting features",

@@ -29,12 +29,16 @@ def head_layout(head: nn.Sequential) -> dict:
     return {"hidden": [m.out_features for m in linears[:-1]], "dropout": dropout}
 
 
+TTA = ("none", "flip")  # test-time augmentation: none, or the mean of the image's and its mirror image's features
+
+
 class ModelGraph(nn.Module):
     """uint8 RGB crops (N, H, W, 3) -> normalise -> `blocks` -> [pool -> [head -> softmax]].
 
     With every block of a backbone it returns pooled features (N, D); with a head too,
     probabilities (N, classes) at softmax temperature `temperature`; with `pool=False` and the
-    lower blocks only, their activations (fine-tuning caches those).
+    lower blocks only, their activations (fine-tuning caches those). With `tta="flip"` the pooled
+    features are the mean of the crop's and its mirror image's.
     """
 
     def __init__(
@@ -44,31 +48,47 @@ class ModelGraph(nn.Module):
         head: nn.Module | None = None,
         temperature: float = 1.0,
         pool: bool = True,
+        tta: str = "none",
     ):
         super().__init__()
+        if tta not in TTA:
+            raise ValueError(f"unknown test-time augmentation {tta!r}")
         self.normalize = Normalize(preprocessing)
         self.blocks = nn.ModuleList(blocks)
         self.head = head
         self.temperature = float(temperature)
         self.pool = pool
+        self.tta = tta
 
     @classmethod
-    def features(cls, backbone: nn.Module, preprocessing: Preprocessing) -> ModelGraph:
-        return cls(preprocessing, backbone.blocks())
+    def features(cls, backbone: nn.Module, preprocessing: Preprocessing, tta: str = "none") -> ModelGraph:
+        return cls(preprocessing, backbone.blocks(), tta=tta)
 
     @classmethod
     def classifier(
-        cls, backbone: nn.Module, head: nn.Module, preprocessing: Preprocessing, temperature: float = 1.0
+        cls,
+        backbone: nn.Module,
+        head: nn.Module,
+        preprocessing: Preprocessing,
+        temperature: float = 1.0,
+        tta: str = "none",
     ) -> ModelGraph:
-        return cls(preprocessing, backbone.blocks(), head, temperature)
+        return cls(preprocessing, backbone.blocks(), head, temperature, tta=tta)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def activations(self, images: torch.Tensor) -> torch.Tensor:
         x = self.normalize(images)
         for block in self.blocks:
             x = block(x)
+        return x
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
         if not self.pool:
-            return x
-        x = x.mean((2, 3))
+            return self.activations(images)
+        if self.tta == "flip":  # both views in one batch: one pass through the backbone
+            x = self.activations(torch.cat([images, images.flip(2)])).mean((2, 3))
+            x = x.unflatten(0, (2, -1)).mean(0)
+        else:
+            x = self.activations(images).mean((2, 3))
         if self.head is None:
             return x
         logits = self.head(x)

@@ -16,7 +16,7 @@ from torch import nn
 from ..backbones import BackboneSpec
 from ..evaluation.calibration import softmax
 from ..preprocessing import Preprocessing
-from .features import FeatureExtractor
+from .features import FeatureExtractor, feature_extractor
 from .graph import ModelGraph
 from .predictor import Predictor
 
@@ -33,6 +33,7 @@ class Model(Predictor):
         backbone: fine-tuned backbone weights; None runs the spec's pretrained ones.
         weights: a user's copy of the pretrained weights file (runtime setting).
         engine: "auto", "onnxruntime" or "torch" for the backbone (runtime setting).
+        tta: test-time augmentation: "flip" averages the features of each image and its mirror image.
         extractor: one already built for this very backbone and preprocessing, to reuse its sessions.
     """
 
@@ -47,6 +48,7 @@ class Model(Predictor):
         weights: str | Path | None = None,
         engine: str = "auto",
         extractor: FeatureExtractor | None = None,
+        tta: str = "none",
     ):
         self.spec = spec
         self.head = head.eval()
@@ -54,19 +56,20 @@ class Model(Predictor):
         self.preprocessing = preprocessing or spec.preprocessing
         self.temperature = float(temperature)
         self.tuned_backbone = backbone.eval() if backbone is not None else None
-        self.weights, self.engine = weights, engine
+        self.weights, self.engine, self.tta = weights, engine, tta
         self._extractor = extractor
 
     @property
     def extractor(self) -> FeatureExtractor:
         """Images -> features with this model's backbone (cached per recipe on disk)."""
         if self._extractor is None:
-            self._extractor = FeatureExtractor(
+            self._extractor = feature_extractor(
                 self.spec,
                 self.weights,
                 backbone=self.tuned_backbone,
                 engine=self.engine,
                 preprocessing=self.preprocessing,
+                tta=self.tta,
             )
         return self._extractor
 
@@ -84,7 +87,8 @@ class Model(Predictor):
 
     def graph(self) -> ModelGraph:
         """The whole model as one network: uint8 crops in, probabilities out (what exports hold)."""
-        return ModelGraph.classifier(self.extractor.backbone, self.head, self.preprocessing, self.temperature).eval()
+        backbone, tta = self.extractor.backbone, self.tta
+        return ModelGraph.classifier(backbone, self.head, self.preprocessing, self.temperature, tta).eval()
 
     def parts(self) -> dict:
         """The constructor's arguments that rebuild this model."""
@@ -97,6 +101,7 @@ class Model(Predictor):
             "backbone": self.tuned_backbone,
             "weights": self.weights,
             "engine": self.engine,
+            "tta": self.tta,
         }
 
     def with_temperature(self, temperature: float) -> Model:

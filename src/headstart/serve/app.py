@@ -308,6 +308,7 @@ def describe(predictor: Predictor, name: str) -> dict:
     out = {"name": name, "labels": predictor.classes, "preprocessing": predictor.preprocessing.to_dict()}
     if (spec := getattr(predictor, "spec", None)) is not None:
         out["backbone"] = spec.name
+        out["test_time_augmentation"] = getattr(predictor, "tta", "none")
     if (record := getattr(predictor, "record", None)) is not None and record.metrics is not None:
         out["metrics"] = {"split": record.evaluated_on, **record.metrics.to_dict()}
     return out

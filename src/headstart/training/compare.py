@@ -1,16 +1,17 @@
-"""`headstart compare`: a head on every installed backbone, on one split, side by side.
+"""`headstart compare`: a head on every installed backbone and ensemble, with and without flip
+test-time augmentation, on one split, side by side.
 
 No backbone wins everywhere (on hymenoptera here MobileNetV2 beat EfficientNet-Lite0 and Lite1/Lite2
 beat both; bench/accuracy.py), so the choice is made per dataset, on held-out images. Every
 candidate trains on the same split of the same images (grouped the same way), from cached
-features, so a comparison costs one extraction per backbone and then seconds.
+features, so a comparison costs one extraction per backbone and view and then seconds.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,9 @@ from ..errors import HeadstartError
 from ..evaluation.metrics import compute_metrics
 from ..events import Subscriber
 from ..hparams import HParams
-from ..inference.features import FeatureExtractor
+from ..inference.features import feature_extractor
 from ..inference.model import Model
+from ..presets import ENSEMBLES
 from .head import fit_head
 from .run import DatasetFeatures, TrainingRun
 
@@ -36,7 +38,17 @@ class Candidate:
     latency_ms: float  # one decoded image through backbone and head (median)
     size_mb: float  # float32 weights of backbone and head
     train_s: float  # the head's training, from cached features
+    tta: str = "none"  # test-time augmentation
     pareto: bool = False  # no other candidate is both at least as accurate and at least as fast
+
+    @property
+    def label(self) -> str:
+        return self.backbone if self.tta == "none" else f"{self.backbone} +{self.tta}"
+
+    @property
+    def train_flags(self) -> str:
+        """The `headstart train` flags that train this candidate."""
+        return f"--backbone {self.backbone}" + ("" if self.tta == "none" else f" --tta {self.tta}")
 
 
 @dataclass
@@ -45,7 +57,9 @@ class Comparison:
     split: str  # where accuracy was measured
     images: int  # how many images that split holds
     candidates: list[Candidate]
-    recommended: str
+    recommended: str  # the recommended candidate's backbone ...
+    recommended_tta: str = "none"  # ... and test-time augmentation
+    skipped: list[str] = field(default_factory=list)  # candidates not tried: the budget ran out
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,48 +93,68 @@ def recommend(candidates: list[Candidate]) -> Candidate:
     return min((c for c in candidates if c.high >= best.low), key=lambda c: c.latency_ms)
 
 
+def default_backbones() -> list[str]:
+    """Every installed backbone, then the installed ensembles `headstart compare` tries."""
+    singles = [name for name, spec in BACKBONES.items() if spec.weights_installed()]
+    return singles + [name for name in ENSEMBLES if get_backbone(name).weights_installed()]
+
+
 def compare(
     data: str | Path,
     backbones: list[str] | None = None,
     hparams: HParams | None = None,
     on_event: Subscriber | None = None,
     quiet: bool = False,
+    tta: list[str] | None = None,
+    budget: float | None = None,
 ) -> Comparison:
-    """Train the default head on each backbone (default: every one whose weights are installed)
-    on one split of `data`, and measure each on its held-out images."""
-    names = backbones or [name for name, spec in BACKBONES.items() if spec.weights_installed()]
-    if not names:
-        raise HeadstartError("no backbone weights installed: see `headstart backbones`")
-    for name in names:
-        get_backbone(name).weights_path()  # unknown or not installed: one line, before any work
+    """Train the default head on each candidate on one split of `data`, and measure each on its
+    held-out images. Candidates are `backbones` (default: `default_backbones()`) × `tta` modes
+    (default: none, then flip unless hparams.flip is off), cheapest first; with a `budget` in
+    seconds, no candidate starts after it is spent (the first always runs)."""
     hp = hparams or HParams()
-    run = TrainingRun(data, hp.replace(backbone=names[0]), on_event=on_event, quiet=quiet)
-    run.group()  # scan, extract (the first backbone) and split, grouped as `hp` says
+    modes = tta or (["none", "flip"] if hp.flip else ["none"])
+    pairs = [(name, mode) for mode in modes for name in backbones or default_backbones()]
+    if not pairs:
+        raise HeadstartError("no backbone weights installed: see `headstart backbones`")
+    for name, _ in pairs:
+        get_backbone(name).weights_path()  # unknown or not installed: one line, before any work
+    started = time.perf_counter()
+    first, first_tta = pairs[0]
+    run = TrainingRun(data, hp.replace(backbone=first, tta=first_tta, fine_tune=0), on_event=on_event, quiet=quiet)
+    run.group()  # scan, extract (the first candidate) and split, grouped as `hp` says
     dataset = run.dataset
     split = "test" if dataset.split("test") else "val"
-    candidates = []
-    for name in names:
+    candidates, skipped = [], []
+    for name, mode in pairs:
+        if candidates and budget is not None and time.perf_counter() - started > budget:
+            skipped.append(name if mode == "none" else f"{name} +{mode}")
+            continue
         spec = get_backbone(name)
-        features = (
-            run.features if name == names[0] else DatasetFeatures.extract(FeatureExtractor(spec), dataset, run.events)
-        )
+        extractor = run.extractor if (name, mode) == pairs[0] else feature_extractor(spec, tta=mode)
+        features = run.features if (name, mode) == pairs[0] else DatasetFeatures.extract(extractor, dataset, run.events)
         by_split = features.by_split(dataset)
         (x_train, y_train), (x_val, y_val) = by_split["train"], by_split.get("val", (None, None))
         head, history = fit_head(x_train, y_train, x_val, y_val, len(dataset.classes), hp.replace(backbone=name))
-        model = Model(spec, head, dataset.classes)
+        model = Model(spec, head, dataset.classes, tta=mode, extractor=extractor)
         x_eval, y_eval = by_split[split]
         candidates.append(_measure(model, x_eval, y_eval, history.seconds))
     mark_pareto(candidates)
-    return Comparison(str(data), split, len(y_eval), candidates, recommend(candidates).backbone)
+    choice = recommend(candidates)
+    return Comparison(str(data), split, len(y_eval), candidates, choice.backbone, choice.tta, skipped)
 
 
 def resolve_backbone(data: str | Path, hparams: HParams, on_event: Subscriber | None = None) -> HParams:
     """`hparams` with backbone "auto" replaced by what `compare` recommends on `data` with these
-    settings (features stay cached: the chosen backbone's are not extracted twice)."""
+    settings, within `hparams.budget` seconds (features stay cached: the chosen candidate's are
+    not extracted twice)."""
     if hparams.backbone != "auto":
         return hparams
-    choice = compare(data, hparams=hparams.replace(backbone=DEFAULT_BACKBONE), on_event=on_event)
-    return hparams.replace(backbone=choice.recommended)
+    base = hparams.replace(backbone=DEFAULT_BACKBONE)
+    # Ensembles are never fine-tuned: with --fine-tune the choice is among single backbones.
+    singles = [name for name in default_backbones() if "+" not in name] if hparams.fine_tune else None
+    choice = compare(data, singles, base, on_event, budget=hparams.budget)
+    return hparams.replace(backbone=choice.recommended, tta=choice.recommended_tta)
 
 
 def _measure(model: Model, x_eval: np.ndarray, y_eval: np.ndarray, train_s: float) -> Candidate:
@@ -146,4 +180,5 @@ def _measure(model: Model, x_eval: np.ndarray, y_eval: np.ndarray, train_s: floa
         latency_ms=1000 * float(np.median(times)),
         size_mb=parameters * 4 / 1e6,
         train_s=train_s,
+        tta=model.tta,
     )

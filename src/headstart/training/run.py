@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backbones import get_backbone
+from ..backbones import EnsembleSpec, get_backbone
 from ..bundle import check_target, save_model
 from ..data.dataset import Dataset, scan
 from ..data.labelled import DataSummary
@@ -30,7 +30,7 @@ from ..evaluation.evaluation import Evaluation
 from ..evaluation.leakage import LeakageReport, check_leakage, group_near_duplicates
 from ..events import Subscriber
 from ..hparams import HParams
-from ..inference.features import Extraction, FeatureExtractor
+from ..inference.features import Extraction, FeatureExtractor, feature_extractor
 from ..inference.graph import build_head
 from ..inference.model import Model
 from ..progress import event_bus
@@ -160,8 +160,13 @@ class TrainingRun:
             check_output(Path(out), data)
         self.events = event_bus(on_event, quiet)
         self.spec = get_backbone(self.hp.backbone)
+        if isinstance(self.spec, EnsembleSpec) and self.hp.fine_tune:
+            raise HeadstartError(
+                f"--fine-tune: {self.spec.name} is a feature ensemble, trained on frozen features only; "
+                "fine-tune one backbone instead, or drop --fine-tune"
+            )
         self.spec.weights_path(weights)  # fail early, before scanning, if weights are missing
-        self.extractor = FeatureExtractor(self.spec, weights, engine=engine)
+        self.extractor = feature_extractor(self.spec, weights, engine=engine, tta=self.hp.tta)
         self.started = time.perf_counter()
         self.done: list[str] = []
         self.dataset: Dataset | None = None
@@ -305,6 +310,7 @@ class TrainingRun:
             backbone=self.tuned_backbone,
             weights=self.weights,
             engine=self.engine,
+            tta=self.hp.tta,
             # The pretrained backbone's extractor, with its onnxruntime session, serves the model too.
             extractor=self.extractor if self.tuned_backbone is None else None,
         )

@@ -1,0 +1,122 @@
+"""Feature ensembles: several backbones on one crop, their pooled features side by side.
+
+`efficientnet_lite1+efficientnet_lite2` is a backbone like any other to the rest of headstart:
+one uint8 crop in (the largest member's), one feature vector out, so heads, bundles, caches and
+exports need nothing new. Inside, each member resizes the crop to its own resolution and
+normalises it its own way. Members are frozen: an ensemble is never fine-tuned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import HeadstartError
+from ..preprocessing import Preprocessing
+from .spec import BackboneSpec
+from .weights import WeightsSource
+
+
+class Member(nn.Module):
+    """One backbone of an ensemble: [0, 1] crop -> its own size and normalisation -> pooled features."""
+
+    def __init__(self, network: nn.Module, preprocessing: Preprocessing, input_size: int):
+        super().__init__()
+        self.network = network
+        self.size = preprocessing.image_size if preprocessing.image_size != input_size else None
+        self.register_buffer("mean", torch.tensor(preprocessing.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(preprocessing.std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.size is not None:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        x = (x - self.mean) / self.std
+        for block in self.network.blocks():
+            x = block(x)
+        return x.mean((2, 3))
+
+
+class Ensemble(nn.Module):
+    """Members' features concatenated, as a 1x1 feature map (the graph's global pool passes it through)."""
+
+    def __init__(self, members: Sequence[Member]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def blocks(self) -> list[nn.Module]:
+        return [self]  # one frozen unit: nothing in it is fine-tuned
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([member(x) for member in self.members], dim=1)[:, :, None, None]
+
+
+@dataclass(frozen=True)
+class EnsembleSpec(BackboneSpec):
+    """A `BackboneSpec` whose network is an `Ensemble` of registered backbones.
+
+    Its preprocessing is the largest member's crop with no normalisation (pixels / 255): the
+    members normalise for themselves inside the graph.
+    """
+
+    members: tuple[BackboneSpec, ...] = ()
+
+    @classmethod
+    def of(cls, members: Sequence[BackboneSpec], crop: Preprocessing | None = None) -> EnsembleSpec:
+        """The ensemble of `members` on `crop`'s geometry (default: the largest member's)."""
+        members = tuple(members)
+        names = [m.name for m in members]
+        if len(set(names)) != len(names):
+            raise HeadstartError(f"backbone {'+'.join(names)!r} lists a member twice")
+        crop = crop or max((m.preprocessing for m in members), key=lambda p: p.image_size)
+        preprocessing = replace(crop, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        digest = hashlib.sha256(" ".join(m.weights.sha256 for m in members).encode()).hexdigest()
+        return cls(
+            name="+".join(names),
+            description=f"feature ensemble of {', '.join(names)} on one {crop.image_size} px crop",
+            build=partial(_assemble, members, preprocessing.image_size),
+            weights=WeightsSource(
+                package="",
+                relative_path="",
+                sha256=digest,
+                pip_install=" && ".join(dict.fromkeys(m.weights.pip_install for m in members)),
+            ),
+            preprocessing=preprocessing,
+            feature_dim=sum(m.feature_dim for m in members),
+            num_blocks=1,
+            members=members,
+        )
+
+    def weights_path(self, override: str | Path | None = None) -> Path:
+        """Every member's verified weights (the first member's path is returned)."""
+        if override is not None:
+            raise HeadstartError(
+                f"--weights names one file, but {self.name} is an ensemble: each member loads its installed weights"
+            )
+        return [m.weights_path() for m in self.members][0]
+
+    def weights_installed(self) -> bool:
+        return all(m.weights_installed() for m in self.members)
+
+    def create(self, weights: str | Path | None = None, pretrained: bool = True) -> nn.Module:
+        if pretrained:
+            self.weights_path(weights)
+        networks = [m.create() if pretrained else m.build() for m in self.members]
+        return _assemble(self.members, self.preprocessing.image_size, networks).eval()
+
+    def member_specs(self, crop: Preprocessing | None = None) -> list[EnsembleSpec]:
+        """Each member alone on this ensemble's crop: what extracts (and caches) its share of the features."""
+        return [EnsembleSpec.of([m], crop or self.preprocessing) for m in self.members]
+
+
+def _assemble(
+    members: Sequence[BackboneSpec], input_size: int, networks: Sequence[nn.Module] | None = None
+) -> Ensemble:
+    networks = networks if networks is not None else [m.build() for m in members]
+    return Ensemble([Member(net, m.preprocessing, input_size) for net, m in zip(networks, members)])
