@@ -7,13 +7,15 @@ import pytest
 
 import headstart
 from headstart.errors import HeadstartError
-from headstart.training.compare import Candidate, mark_pareto, recommend, wilson
+from headstart.training.compare import Candidate, mark_pareto, mcnemar, recommend, wilson
 from tests.test_cli import headstart_cli
 
 
 def candidate(name, accuracy, latency, n=100):
-    low, high = wilson(round(accuracy * n), n)
-    return Candidate(name, accuracy, low, high, accuracy, latency, 10.0, 0.1)
+    """Right on the first accuracy·n images: a more accurate candidate gets a superset right."""
+    right = round(accuracy * n)
+    low, high = wilson(right, n)
+    return Candidate(name, accuracy, low, high, accuracy, latency, 10.0, 0.1, correct=[i < right for i in range(n)])
 
 
 def test_wilson_interval_matches_the_textbook_and_stays_inside_0_1():
@@ -23,13 +25,24 @@ def test_wilson_interval_matches_the_textbook_and_stays_inside_0_1():
     assert wilson(0, 10)[0] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_mcnemar_matches_the_exact_binomial_test():
+    a = np.array([True] * 10 + [False] * 2)
+    b = np.array([False] * 10 + [True] * 2)
+    assert mcnemar(a, b) == pytest.approx(0.0386, abs=1e-4)  # 10 vs 2 discordant: scipy's binomtest
+    assert mcnemar(a, a) == 1.0
+    # 95.1% vs 97.0% of 987 images overlap as intervals, yet 19 discordant pairs one way is no chance:
+    better, worse = np.ones(987, bool), np.ones(987, bool)
+    worse[:19] = False
+    assert mcnemar(better, worse) < 1e-4
+
+
 def test_pareto_front_and_recommendation():
     fast = candidate("fast", 0.90, 5)
     slow_better = candidate("slow", 0.93, 20)
     dominated = candidate("dominated", 0.89, 10)
     mark_pareto(cands := [fast, slow_better, dominated])
     assert [c.pareto for c in cands] == [True, True, False]
-    assert recommend(cands).backbone == "fast"  # 90 vs 93 of 100: within chance, so the faster one
+    assert recommend(cands).backbone == "fast"  # 90 vs 93 of 100, 3 discordant images: chance, so the faster one
     clear = candidate("clear", 0.99, 20, n=2000)
     assert recommend([candidate("fast", 0.90, 5, n=2000), clear]).backbone == "clear"
 

@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Which backbone for DATA? Each candidate (backbone or ensemble, with and without "
         "flip test-time augmentation) gets the default head on the same split (cached features), "
         "measured on the same held-out images: accuracy with a 95%% interval, macro F1, latency per "
-        "image, size, training time, and the Pareto front of accuracy against latency.",
+        "image, size, training time, and the Pareto front of accuracy against latency; it recommends "
+        "the fastest that the most accurate one does not beat significantly (paired McNemar test).",
     )
     p.add_argument("data", help="image folder or named dataset")
     p.add_argument(
