@@ -171,7 +171,8 @@ def cmd_compare(args) -> int:
     choice = next(c for c in result.candidates if (c.backbone, c.tta) == (result.recommended, result.recommended_tta))
     out.print(
         f"Recommended: [bold]{choice.label}[/], the fastest that the most accurate one does not beat "
-        f"significantly (McNemar, paired on these images, p < 0.05).  Train it: headstart train {escape(printable(result.data))} {choice.train_flags}"
+        f"significantly (McNemar, paired on these images, p < 0.05).  "
+        f"Train it: headstart train {escape(printable(result.data))} {choice.train_flags}"
     )
     return 0
 
