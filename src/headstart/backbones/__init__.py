@@ -106,7 +106,6 @@ def imagenet_classes() -> list[str]:
 __all__ = [
     "BACKBONES",
     "DEFAULT_BACKBONE",
-    "ENSEMBLES",
     "BackboneSpec",
     "EnsembleSpec",
     "get_backbone",

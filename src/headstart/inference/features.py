@@ -47,18 +47,20 @@ class Extraction:
     computed: int = 0  # images that went through the backbone (the rest came from the cache)
 
     @classmethod
-    def merge(cls, parts: Sequence[Extraction], combine: Callable[[list[np.ndarray]], np.ndarray]) -> Extraction:
-        """Extractions of the same paths (views, ensemble members) as one: the images every part
-        read, their features combined by `combine` (a mean, a concatenation)."""
-        ok = sorted(set.intersection(*(set(p.ok) for p in parts)))
-        rows = [[{i: r for r, i in enumerate(p.ok)}[i] for i in ok] for p in parts]
-        first = parts[0]
+    def mean(cls, views: Sequence[Extraction]) -> Extraction:
+        """Views of the same paths (an image and its mirror image) as one: the images every view
+        read, their features averaged."""
+        ok = sorted(set.intersection(*(set(v.ok) for v in views)))
+        rows = []
+        for view in views:
+            row_of = {i: r for r, i in enumerate(view.ok)}
+            rows.append([row_of[i] for i in ok])
         return cls(
-            combine([p.features[r] for p, r in zip(parts, rows)]).astype(np.float32),
+            np.mean([v.features[r] for v, r in zip(views, rows)], axis=0).astype(np.float32),
             ok,
-            {path: why for p in parts for path, why in p.failures.items()},
-            [first.hashes[r] for r in rows[0]],
-            max(p.computed for p in parts),
+            {path: why for v in views for path, why in v.failures.items()},
+            [views[0].hashes[r] for r in rows[0]],
+            max(v.computed for v in views),
         )
 
 
@@ -165,7 +167,7 @@ class FeatureExtractor:
         if self.tta == "none" or transform is not None:
             return plain
         mirrored = view(mirror(self.preprocessing), cache_tag + "-flip", f"{description} (mirror images)")
-        return Extraction.merge([plain, mirrored], lambda views: (views[0] + views[1]) / 2)
+        return Extraction.mean([plain, mirrored])
 
 
 class EnsembleExtractor(FeatureExtractor):
