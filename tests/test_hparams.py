@@ -119,6 +119,8 @@ def test_presets_set_backbone_and_tta_and_given_flags_win(capsys, monkeypatch):
     parse = build_parser().parse_args
     hp = hparams_from_args(parse(["train", "data", "--preset", "best", "--backbone", "mobilenet_v2"]))
     assert (hp.backbone, hp.tta) == ("mobilenet_v2", "flip")  # the flag given wins over the preset
+    hp = hparams_from_args(parse(["train", "data", "--preset", "best", "--no-flip"]))
+    assert (hp.backbone, hp.tta, hp.flip) == (PRESETS["best"]["settings"]["backbone"], "none", False)
     hp = hparams_from_args(parse(["train", "data", "--preset", "balanced", "--epochs", "100"]))
     assert hp.backbone == PRESETS["balanced"]["settings"]["backbone"] and hp.epochs == 100
     monkeypatch.setenv("COLUMNS", "1000")  # no line breaks inside the summaries

@@ -124,7 +124,9 @@ class Classifier(Model):
         """
         events = event_bus(on_event, quiet)  # one display for the comparison (backbone "auto") and the run
         hp = hparams or HParams()
-        hp = (hp.with_preset(preset) if preset else hp).replace(**overrides)
+        if preset:  # --no-flip first: the preset must know whether mirror images are allowed
+            hp = hp.replace(flip=overrides.get("flip", hp.flip)).with_preset(preset)
+        hp = hp.replace(**overrides)
         hp = resolve_backbone(data, hp, events)
         run = TrainingRun(data, hp, out=out, weights=weights, engine=engine, resume=resume, on_event=events)
         run.run()

@@ -210,7 +210,10 @@ class HParams:
         """
         if name not in PRESETS:
             raise HeadstartError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-        return self.replace(**PRESETS[name]["settings"])
+        settings = PRESETS[name]["settings"]
+        if not self.flip:  # left and right matter here: no mirror-image views, whatever the preset
+            settings = settings | {"tta": "none"}
+        return self.replace(**settings)
 
     def augmentation(self):
         """The training augmentation these settings describe, or None."""
@@ -283,4 +286,6 @@ def hparams_from_args(args: argparse.Namespace) -> HParams:
     """The settings of a parsed command line: the preset's (if any), then every flag given."""
     given = {f.name: getattr(args, f.name) for f in fields(HParams) if hasattr(args, f.name)}
     preset = getattr(args, "preset", None)
-    return HParams().with_preset(preset).replace(**given) if preset else HParams(**given)
+    if not preset:
+        return HParams(**given)
+    return HParams(flip=given.get("flip", True)).with_preset(preset).replace(**given)

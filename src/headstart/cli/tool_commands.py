@@ -44,11 +44,11 @@ def cmd_studio(args) -> int:
 def cmd_imagenet(args) -> int:
     import torch
 
-    from ..backbones import get_backbone, imagenet_classes
+    from ..backbones import EnsembleSpec, get_backbone, imagenet_classes
     from ..data.images import load_image
 
     spec = get_backbone(args.backbone)
-    if "+" in spec.name:
+    if isinstance(spec, EnsembleSpec):
         raise HeadstartError(f"{spec.name} is a feature ensemble: it has no ImageNet classifier; name one backbone")
     model = spec.create(args.weights)
     names = imagenet_classes()

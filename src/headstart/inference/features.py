@@ -174,22 +174,12 @@ class EnsembleExtractor(FeatureExtractor):
     """A feature ensemble's extractor: images decoded once and run through the whole ensemble graph,
     each member's share of the features cached under that member's own key (see `SplitCache`)."""
 
-    def __init__(
-        self,
-        spec: EnsembleSpec,
-        weights: str | Path | None = None,
-        backbone: nn.Module | None = None,
-        engine: str = "auto",
-        preprocessing: Preprocessing | None = None,
-        cache_dir: Path | None = None,
-        tta: str = "none",
-    ):
-        if backbone is not None:
-            raise HeadstartError(f"{spec.name}: a feature ensemble is never fine-tuned")
-        super().__init__(spec, weights, None, engine, preprocessing, cache_dir, tta)
-        self.members = [
-            FeatureExtractor(member, engine=engine, cache_dir=self.cache_root)
-            for member in spec.member_specs(self.preprocessing)
+    @functools.cached_property
+    def members(self) -> list[FeatureExtractor]:
+        """Each member alone on the shared crop: what names (and holds) its cache."""
+        return [
+            FeatureExtractor(member, engine=self.engine, cache_dir=self.cache_root)
+            for member in self.spec.member_specs(self.preprocessing)
         ]
 
     def cache(self, tag: str = "") -> SplitCache | None:
@@ -207,8 +197,11 @@ def feature_extractor(
     tta: str = "none",
 ) -> FeatureExtractor:
     """The extractor `spec` needs (see `FeatureExtractor` for the arguments)."""
-    kind = EnsembleExtractor if isinstance(spec, EnsembleSpec) else FeatureExtractor
-    return kind(spec, weights, backbone, engine, preprocessing, cache_dir, tta)
+    if not isinstance(spec, EnsembleSpec):
+        return FeatureExtractor(spec, weights, backbone, engine, preprocessing, cache_dir, tta)
+    if backbone is not None:
+        raise HeadstartError(f"{spec.name}: a feature ensemble is never fine-tuned")
+    return EnsembleExtractor(spec, weights, None, engine, preprocessing, cache_dir, tta)
 
 
 Transform = Callable[["Image.Image", str], np.ndarray]  # (RGB image, content sha256) -> uint8 crop

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backbones import BACKBONES, DEFAULT_BACKBONE, get_backbone
+from ..backbones import BACKBONES, DEFAULT_BACKBONE, EnsembleSpec, get_backbone
 from ..errors import HeadstartError
 from ..evaluation.metrics import compute_metrics
 from ..events import Subscriber
@@ -44,7 +44,7 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        return self.backbone if self.tta == "none" else f"{self.backbone} +{self.tta}"
+        return label(self.backbone, self.tta)
 
     @property
     def train_flags(self) -> str:
@@ -67,6 +67,11 @@ class Comparison:
         for candidate in out["candidates"]:
             del candidate["correct"]
         return out
+
+
+def label(backbone: str, tta: str) -> str:
+    """How a candidate is named in tables: "efficientnet_lite2 +flip"."""
+    return backbone if tta == "none" else f"{backbone} +{tta}"
 
 
 def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -145,7 +150,7 @@ def compare(
     candidates, skipped = [], []
     for name, mode in pairs:
         if candidates and budget is not None and time.perf_counter() - started > budget:
-            skipped.append(name if mode == "none" else f"{name} +{mode}")
+            skipped.append(label(name, mode))
             continue
         spec = get_backbone(name)
         extractor = run.extractor if (name, mode) == pairs[0] else feature_extractor(spec, tta=mode)
@@ -169,7 +174,9 @@ def resolve_backbone(data: str | Path, hparams: HParams, on_event: Subscriber | 
         return hparams
     base = hparams.replace(backbone=DEFAULT_BACKBONE)
     # Ensembles are never fine-tuned: with --fine-tune the choice is among single backbones.
-    singles = [name for name in default_backbones() if "+" not in name] if hparams.fine_tune else None
+    singles = None
+    if hparams.fine_tune:
+        singles = [name for name in default_backbones() if not isinstance(get_backbone(name), EnsembleSpec)]
     choice = compare(data, singles, base, on_event, budget=hparams.budget)
     return hparams.replace(backbone=choice.recommended, tta=choice.recommended_tta)
 
