@@ -50,6 +50,7 @@ def run_naive(args) -> dict:
 
     from headstart.backbones import get_backbone
     from headstart.data.dataset import scan
+    from headstart.inference.graph import Normalize
 
     start = time.perf_counter()
     torch.manual_seed(args.seed)
@@ -67,7 +68,7 @@ def run_naive(args) -> dict:
         for i in range(0, len(samples), args.batch_size):
             chunk = [samples[j] for j in order[i : i + args.batch_size]]
             x = np.stack([spec.preprocessing(Image.open(s.path).convert("RGB")) for s in chunk])
-            yield spec.preprocessing.normalize(torch.from_numpy(x)), torch.tensor([s.label for s in chunk])
+            yield Normalize(spec.preprocessing)(torch.from_numpy(x)), torch.tensor([s.label for s in chunk])
 
     train, val = dataset.split("train"), dataset.split("val")
     for _ in range(args.epochs):

@@ -9,6 +9,7 @@ from headstart.backbones.weights import load_state_dict
 from headstart.data.images import load_image
 from headstart.errors import HeadstartError
 from headstart.inference.features import FeatureExtractor
+from headstart.inference.graph import Normalize
 
 
 @pytest.mark.parametrize("name", list(BACKBONES))
@@ -26,7 +27,7 @@ def test_pretrained_backbone_recognises_ants_and_bees(name, hymenoptera):
     model = spec.create()
     names = imagenet_classes()
     files = sorted((hymenoptera / "val" / "bees").glob("*.jpg"))[:10]
-    x = spec.preprocessing.normalize(
+    x = Normalize(spec.preprocessing)(
         torch.from_numpy(np.stack([spec.preprocessing(load_image(f, spec.preprocessing.resize_short)) for f in files]))
     )
     with torch.inference_mode():

@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 from headstart.data.images import ImageDecodeError, decode, load_image
+from headstart.inference.graph import Normalize
 from headstart.preprocessing import Preprocessing
 
 
@@ -85,5 +86,5 @@ def test_preprocessing_crops_the_centre_and_normalises():
     x = pp(image)
     assert x.shape == (224, 224, 3) and x.dtype == np.uint8
     assert x[:, 0, 0].min() < 200  # no red at the left edge of the crop
-    normalised = pp.normalize(torch.from_numpy(x)[None])
+    normalised = Normalize(pp)(torch.from_numpy(x)[None])
     assert normalised.shape == (1, 3, 224, 224) and normalised.abs().max() < 0.05

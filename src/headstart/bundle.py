@@ -12,17 +12,18 @@ import json
 import os
 from pathlib import Path
 
-import torch
+import numpy as np
 from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
+from safetensors.numpy import load as load_safetensors
+from safetensors.numpy import save as save_safetensors
 
 from .backbones import get_backbone
 from .errors import HeadstartError
 from .formats import REPORT_FILES
 from .fsutil import probe_writable, recover, staged_directory, write_durably
-from .inference.graph import build_head, head_layout
+from .inference.head import Head
 from .inference.model import Model
+from .inference.runtime import numpy_state
 from .preprocessing import Preprocessing
 from .provenance import environment
 from .schema import MAX_JSON_BYTES, BundleMeta, parse_json, read_json, validate
@@ -86,13 +87,15 @@ def _check_writable(folder: Path) -> None:
         raise HeadstartError(f"{folder}: can't write there ({e.strerror or e}); choose another --out") from None
 
 
-def save_bundle(directory: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+def save_bundle(directory: str | Path, tensors: dict[str, np.ndarray], meta: dict) -> Path:
     """Write the bundle into a temporary sibling, then swap it into place: a crash at any moment
     leaves either the old bundle or the new one, never half of one. Files the user put in the old
     bundle's folder move into the new one."""
     target = Path(directory).expanduser().absolute()
     check_target(target)
-    blob = save_safetensors({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata={"format": FORMAT})
+    blob = save_safetensors(
+        {k: np.require(v, requirements="C") for k, v in tensors.items()}, metadata={"format": FORMAT}
+    )
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -122,7 +125,7 @@ def integrity(meta: dict) -> str:
     return hashlib.sha256(json.dumps(decisive, sort_keys=True, ensure_ascii=True).encode()).hexdigest()
 
 
-def load_bundle(directory: str | Path) -> tuple[dict[str, torch.Tensor], BundleMeta]:
+def load_bundle(directory: str | Path) -> tuple[dict[str, np.ndarray], BundleMeta]:
     """Read and verify a bundle: model.json against its schema and integrity hash, the tensors
     against their recorded hash. Any inconsistency is a one-line HeadstartError."""
     path = Path(directory).expanduser()
@@ -180,14 +183,14 @@ def save_model(directory: str | Path, model: Model, record: TrainingRecord) -> P
         },
         "preprocessing": model.preprocessing.to_dict(),
         "test_time_augmentation": model.tta,
-        "head": head_layout(model.head),
+        "head": model.head.layout,
         **record.to_dict(),
     }
     meta["calibration"] = meta.get("calibration", {}) | {"temperature": model.temperature}
     meta["environment"] = record.environment or environment()  # where it was trained, kept through re-saves
     tensors = {f"head.{k}": v for k, v in model.head.state_dict().items()}
     if model.tuned_backbone is not None:  # fine-tuned: the whole backbone travels with the bundle
-        tensors |= {f"backbone.{k}": v for k, v in model.tuned_backbone.state_dict().items()}
+        tensors |= {f"backbone.{k}": v for k, v in numpy_state(model.tuned_backbone).items()}
     return save_bundle(directory, tensors, meta)
 
 
@@ -204,23 +207,20 @@ def load_model(
             f"(sha256 {meta.backbone.weights_sha256[:12]}…) than headstart uses"
         )
     classes, hidden = list(meta.labels), tuple(meta.head.hidden)
-    head = build_head(spec.feature_dim, len(classes), hidden, meta.head.dropout)
-    _load_part(
-        head,
-        tensors,
-        "head.",
-        f"{where}: model.safetensors does not match model.json "
-        f"({len(classes)} labels, head {list(hidden) or 'linear'}); the bundle was altered or mixed up",
-    )
-    backbone = None
-    if any(k.startswith("backbone.") for k in tensors):
-        backbone = spec.build()
-        _load_part(
-            backbone,
-            tensors,
-            "backbone.",
-            f"{where}: fine-tuned backbone weights do not fit {spec.name}; the bundle was altered or mixed up",
-        )
+    try:
+        head = Head.from_state(_part(tensors, "head."), hidden, meta.head.dropout, spec.feature_dim, len(classes))
+    except ValueError:
+        raise HeadstartError(
+            f"{where}: model.safetensors does not match model.json "
+            f"({len(classes)} labels, head {list(hidden) or 'linear'}); the bundle was altered or mixed up"
+        ) from None
+    backbone = _part(tensors, "backbone.") or None
+    if backbone is not None:  # torch loads here only to check the tuned tensors against the architecture
+        expected = {k: tuple(v.shape) for k, v in spec.build().state_dict().items()}
+        if expected != {k: v.shape for k, v in backbone.items()}:
+            raise HeadstartError(
+                f"{where}: fine-tuned backbone weights do not fit {spec.name}; the bundle was altered or mixed up"
+            )
     try:  # the record is typed by the schema; what is left is its consistency (metrics name the labels)
         record = TrainingRecord.from_dict(meta.model_dump(exclude_none=True), classes)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -230,10 +230,6 @@ def load_model(
     return Model(spec, head, classes, preprocessing, temperature, backbone, weights, engine, tta=tta), record
 
 
-def _load_part(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str, mismatch: str) -> None:
-    """Load the tensors under `prefix` into `module`, refusing any difference in names or shapes."""
-    state = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    if expected != {k: tuple(v.shape) for k, v in state.items()}:
-        raise HeadstartError(mismatch)
-    module.load_state_dict(state)
+def _part(tensors: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The tensors under `prefix`, named without it."""
+    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}

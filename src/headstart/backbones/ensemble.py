@@ -11,50 +11,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import HeadstartError
 from ..preprocessing import Preprocessing
-from .spec import BackboneSpec
+from .spec import BackboneSpec, architecture
 from .weights import WeightsSource
 
-
-class Member(nn.Module):
-    """One backbone of an ensemble: [0, 1] crop -> its own size and normalisation -> pooled features."""
-
-    def __init__(self, network: nn.Module, preprocessing: Preprocessing, input_size: int):
-        super().__init__()
-        self.network = network
-        self.size = preprocessing.image_size if preprocessing.image_size != input_size else None
-        self.register_buffer("mean", torch.tensor(preprocessing.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(preprocessing.std).view(1, 3, 1, 1), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.size is not None:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        x = (x - self.mean) / self.std
-        for block in self.network.blocks():
-            x = block(x)
-        return x.mean((2, 3))
-
-
-class Ensemble(nn.Module):
-    """Members' features concatenated, as a 1x1 feature map (the graph's global pool passes it through)."""
-
-    def __init__(self, members: Sequence[Member]):
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def blocks(self) -> list[nn.Module]:
-        return [self]  # one frozen unit: nothing in it is fine-tuned
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([member(x) for member in self.members], dim=1)[:, :, None, None]
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -80,7 +46,7 @@ class EnsembleSpec(BackboneSpec):
         return cls(
             name="+".join(names),
             description=f"feature ensemble of {', '.join(names)} on one {crop.image_size} px crop",
-            build=partial(_assemble, members, preprocessing.image_size),
+            build=architecture(".ensemble_network", "assemble", members, preprocessing.image_size),
             weights=WeightsSource(
                 package="",
                 relative_path="",
@@ -107,16 +73,11 @@ class EnsembleSpec(BackboneSpec):
     def create(self, weights: str | Path | None = None, pretrained: bool = True) -> nn.Module:
         if pretrained:
             self.weights_path(weights)
+        from .ensemble_network import assemble
+
         networks = [m.create() if pretrained else m.build() for m in self.members]
-        return _assemble(self.members, self.preprocessing.image_size, networks).eval()
+        return assemble(self.members, self.preprocessing.image_size, networks).eval()
 
     def member_specs(self, crop: Preprocessing | None = None) -> list[EnsembleSpec]:
         """Each member alone on this ensemble's crop: what extracts (and caches) its share of the features."""
         return [EnsembleSpec.of([m], crop or self.preprocessing) for m in self.members]
-
-
-def _assemble(
-    members: Sequence[BackboneSpec], input_size: int, networks: Sequence[nn.Module] | None = None
-) -> Ensemble:
-    networks = networks if networks is not None else [m.build() for m in members]
-    return Ensemble([Member(net, m.preprocessing, input_size) for net, m in zip(networks, members)])

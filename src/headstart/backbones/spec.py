@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import HeadstartError
 from ..preprocessing import Preprocessing
 from .weights import WeightsSource, load_state_dict, resolve_weights
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def architecture(module: str, name: str, *args) -> Callable[[], nn.Module]:
+    """A builder of `module`.`name`(*args) that imports it (and torch) only when a network is
+    built: predicting from cached ONNX graphs never needs either."""
+    return partial(_build, module, name, *args)
+
+
+def _build(module: str, name: str, *args) -> nn.Module:
+    return getattr(importlib.import_module(module, __package__), name)(*args)
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,13 @@ import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import HeadstartError
 from ..fsutil import sha256_file
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -55,5 +57,7 @@ def resolve_weights(source: WeightsSource, name: str, override: str | Path | Non
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     # weights_only=True: tensors and containers only, never arbitrary pickled code.
     return torch.load(path, map_location="cpu", weights_only=True)

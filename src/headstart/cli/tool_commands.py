@@ -46,6 +46,7 @@ def cmd_imagenet(args) -> int:
 
     from ..backbones import EnsembleSpec, get_backbone, imagenet_classes
     from ..data.images import load_image
+    from ..inference.graph import Normalize
 
     spec = get_backbone(args.backbone)
     if isinstance(spec, EnsembleSpec):
@@ -59,7 +60,7 @@ def cmd_imagenet(args) -> int:
             err.print(f"skipped {path}: {e}", markup=False)
             continue
         with torch.inference_mode():
-            x = spec.preprocessing.normalize(torch.from_numpy(spec.preprocessing(image))[None])
+            x = Normalize(spec.preprocessing)(torch.from_numpy(spec.preprocessing(image))[None])
             probs = torch.softmax(model(x), 1)[0]
         top = torch.topk(probs, 5)
         out.print(f"[bold]{path}[/]: what the ImageNet {spec.name} sees")

@@ -1,8 +1,10 @@
 """The on-disk feature cache: one entry per (image content, backbone recipe).
 
-It is only a cache: every entry carries a checksum and is written atomically and durably; a
-damaged entry (a power cut, a full disk, a stray edit) is reported once and recomputed, and a
-location that can't be written means running uncached, with a warning, never an error.
+It is only a cache: every entry carries a checksum and is written atomically; a damaged entry (a
+power cut, a full disk, a stray edit) is reported once and recomputed, and a location that can't
+be written means running uncached, with a warning, never an error. Entries are not fsynced: the
+checksum already catches what a power cut leaves, and an fsync per image cost 0.45 ms of the
+~4 ms each image takes here.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class FeatureCache:
             return  # never cache what a later run could not use
         blob = row.tobytes()
         try:
-            atomic_write_bytes(self._path(content_hash), blob + hashlib.sha256(blob).digest(), durable=True)
+            atomic_write_bytes(self._path(content_hash), blob + hashlib.sha256(blob).digest())
         except OSError as e:  # full or read-only now: the run goes on without caching
             warn_once(
                 f"feature cache {self.dir}: can't write ({e.strerror or e}); continuing without it",

@@ -19,21 +19,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from ..backbones import BackboneSpec, EnsembleSpec
 from ..data.images import ImageDecodeError, decode, read_file
 from ..errors import HeadstartError
 from ..events import EventBus, as_bus
 from ..fsutil import cache_root
+from ..hparams import TTA
 from ..preprocessing import Preprocessing
 from .cache import FeatureCache, SplitCache
-from .graph import TTA, ModelGraph
-from .runtime import BATCH_SIZE, bounded_map, cached_session, num_threads, state_fingerprint
+from .runtime import BATCH_SIZE, DECODE_AHEAD, bounded_map, cached_session, num_threads, numpy_state, state_fingerprint
 
 if TYPE_CHECKING:
     from PIL import Image
+    from torch import nn
+
+    from .graph import ModelGraph
+
+# torch loads only to build a network: running a cached ONNX graph needs onnxruntime and numpy alone.
 
 
 @dataclass
@@ -67,7 +70,8 @@ class Extraction:
 class FeatureExtractor:
     """Images -> backbone features, with onnxruntime (default) or eager PyTorch.
 
-    `backbone` is the network to run: the spec's pretrained one unless a fine-tuned copy is given.
+    `backbone` is the network to run: the spec's pretrained one unless a fine-tuned copy is given
+    (as a module, or as its numpy state dict: then built only if its ONNX graph is not cached).
     `tta="flip"` gives the mean of each image's and its mirror image's features.
     Build one with `feature_extractor`, which picks the class the spec needs.
     """
@@ -76,7 +80,7 @@ class FeatureExtractor:
         self,
         spec: BackboneSpec,
         weights: str | Path | None = None,
-        backbone: nn.Module | None = None,
+        backbone: nn.Module | dict[str, np.ndarray] | None = None,
         engine: str = "auto",
         preprocessing: Preprocessing | None = None,
         cache_dir: Path | None = None,
@@ -91,7 +95,8 @@ class FeatureExtractor:
         self.preprocessing = preprocessing or spec.preprocessing
         self.cache_root = Path(cache_dir) if cache_dir else cache_root()
         self._weights = weights
-        self._backbone = backbone.eval() if backbone is not None else None
+        self._backbone = backbone.eval() if hasattr(backbone, "eval") else None
+        self._tuned_state = numpy_state(backbone) if backbone is not None and self._backbone is None else None
         # Pretrained: the weights file's hash; fine-tuned: a hash of the tuned tensors.
         weights_sha = spec.weights.sha256 if backbone is None else state_fingerprint(backbone)
         self.model_id = f"{spec.name}-{weights_sha[:16]}"
@@ -108,13 +113,21 @@ class FeatureExtractor:
 
     @property
     def backbone(self) -> nn.Module:
-        if self._backbone is None:
+        if self._backbone is None and self._tuned_state is not None:
+            import torch
+
+            network = self.spec.build()
+            network.load_state_dict({k: torch.from_numpy(v) for k, v in self._tuned_state.items()})
+            self._backbone = network.eval()
+        elif self._backbone is None:
             self._backbone = self.spec.create(self._weights)
         return self._backbone
 
     def graph(self, tta: str | None = None) -> ModelGraph:
         """uint8 crops -> features, as one network (with this extractor's test-time augmentation
         unless `tta` says otherwise)."""
+        from .graph import ModelGraph
+
         return ModelGraph.features(self.backbone, self.preprocessing, self.tta if tta is None else tta)
 
     def _onnx_session(self, tta: str):
@@ -122,11 +135,15 @@ class FeatureExtractor:
             suffix = "" if tta == "none" else f"-{tta}"
             self._sessions[tta] = cached_session(
                 f"{self.cache_key}{suffix}-u8.onnx",
-                self.graph(tta),
+                functools.partial(self.graph, tta),
                 self.preprocessing.image_size,
                 root=self.cache_root,
             )
         return self._sessions[tta]
+
+    def release(self) -> None:
+        """Free the onnxruntime sessions and their memory; the next use builds them again (~40 ms)."""
+        self._sessions.clear()
 
     def resolved_engine(self) -> str:
         if self.engine != "auto":
@@ -138,6 +155,8 @@ class FeatureExtractor:
         tta = self.tta if tta is None else tta
         if self.resolved_engine() == "onnxruntime":
             return self._onnx_session(tta).run(None, {"images": batch})[0]
+        import torch
+
         with torch.inference_mode():
             return self.graph(tta)(torch.from_numpy(batch)).numpy()
 
@@ -190,7 +209,7 @@ class EnsembleExtractor(FeatureExtractor):
 def feature_extractor(
     spec: BackboneSpec,
     weights: str | Path | None = None,
-    backbone: nn.Module | None = None,
+    backbone: nn.Module | dict[str, np.ndarray] | None = None,
     engine: str = "auto",
     preprocessing: Preprocessing | None = None,
     cache_dir: Path | None = None,
@@ -255,26 +274,37 @@ def batched_inference(
     pending_arr: list[np.ndarray] = []
     computed = 0
 
+    writing = None  # the previous batch's cache writes, on their own thread
+
     def flush():
-        nonlocal computed
+        nonlocal computed, writing
         if not pending_idx:
             return
-        for i, row in zip(pending_idx, infer(np.stack(pending_arr))):
+        rows = infer(np.stack(pending_arr))
+        new = []
+        for i, row in zip(pending_idx, rows):
             if not np.isfinite(row).all():  # never let NaN features train or rank anything silently
                 failures[Path(paths[i])] = "the model gave non-finite outputs for this image"
                 continue
             outputs[i] = row
-            if cache is not None:
-                cache.put(hashes[i], row)
+            new.append((hashes[i], row))
+        if cache is not None:  # file writes overlap the next batch; at most one batch waits
+            if writing is not None:
+                writing.result()
+            writing = writer.submit(lambda: [cache.put(h, row) for h, row in new])
         computed += len(pending_idx)
         pending_idx.clear()
         pending_arr.clear()
 
     bus = as_bus(events)
-    with bus.stage(stage, n, "images", description) as progress, ThreadPoolExecutor(num_threads()) as pool:
+    with (
+        bus.stage(stage, n, "images", description) as progress,
+        ThreadPoolExecutor(num_threads()) as pool,
+        ThreadPoolExecutor(1) as writer,
+    ):
         # Decoding runs ahead of inference on the other core(s), bounded so memory stays flat.
         prepared = bounded_map(
-            pool, lambda p: prepare_image(p, preprocessing, cache, transform), paths, window=4 * BATCH_SIZE
+            pool, lambda p: prepare_image(p, preprocessing, cache, transform), paths, window=DECODE_AHEAD
         )
         for i, (content_hash, hit, array, error) in enumerate(prepared):
             hashes[i] = content_hash
@@ -300,7 +330,7 @@ def load_crops(
     """The uint8 model inputs (N, H, W, 3) of the readable images, decoded on all cores, and their indices."""
     with ThreadPoolExecutor(num_threads()) as pool:
         prepared = list(
-            bounded_map(pool, lambda p: prepare_image(p, preprocessing, None, transform), paths, window=4 * BATCH_SIZE)
+            bounded_map(pool, lambda p: prepare_image(p, preprocessing, None, transform), paths, window=DECODE_AHEAD)
         )
     ok = [i for i, (_, _, array, _) in enumerate(prepared) if array is not None]
     size = preprocessing.image_size

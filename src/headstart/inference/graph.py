@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..preprocessing import Normalize, Preprocessing
+from ..hparams import TTA
+from ..preprocessing import Preprocessing
 
 
 def build_head(in_features: int, num_classes: int, hidden: tuple[int, ...] = (), dropout: float = 0.2) -> nn.Sequential:
@@ -29,7 +30,21 @@ def head_layout(head: nn.Sequential) -> dict:
     return {"hidden": [m.out_features for m in linears[:-1]], "dropout": dropout}
 
 
-TTA = ("none", "flip")  # test-time augmentation: none, or the mean of the image's and its mirror image's features
+class Normalize(nn.Module):
+    """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W) as `preprocessing` says: inside the
+    graph, so that every export carries it."""
+
+    def __init__(self, preprocessing: Preprocessing):
+        super().__init__()
+        self.register_buffer(
+            "mean", torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255, persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(preprocessing.std, dtype=torch.float32).view(1, 3, 1, 1) * 255, persistent=False
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.permute(0, 3, 1, 2).float() - self.mean) / self.std
 
 
 class ModelGraph(nn.Module):

@@ -8,17 +8,21 @@ A training run builds one, a bundle stores one, exports and evaluations take one
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from ..backbones import BackboneSpec
 from ..evaluation.calibration import softmax
 from ..preprocessing import Preprocessing
 from .features import FeatureExtractor, feature_extractor
-from .graph import ModelGraph
+from .head import Head
 from .predictor import Predictor
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .graph import ModelGraph
 
 
 class Model(Predictor):
@@ -26,11 +30,12 @@ class Model(Predictor):
 
     Args:
         spec: the backbone's registry entry.
-        head: the trained head (features -> logits).
+        head: the trained head (features -> logits): a `Head`, or the torch module training built.
         classes: label names, in the head's output order.
         preprocessing: how pixels reach the backbone (defaults to the spec's).
         temperature: softmax temperature (temperature scaling); 1 means none.
-        backbone: fine-tuned backbone weights; None runs the spec's pretrained ones.
+        backbone: a fine-tuned backbone (module, or its numpy state dict); None runs the spec's
+            pretrained one.
         weights: a user's copy of the pretrained weights file (runtime setting).
         engine: "auto", "onnxruntime" or "torch" for the backbone (runtime setting).
         tta: test-time augmentation: "flip" averages the features of each image and its mirror image.
@@ -40,22 +45,22 @@ class Model(Predictor):
     def __init__(
         self,
         spec: BackboneSpec,
-        head: nn.Sequential,
+        head: Head | nn.Sequential,
         classes: list[str],
         preprocessing: Preprocessing | None = None,
         temperature: float = 1.0,
-        backbone: nn.Module | None = None,
+        backbone: nn.Module | dict[str, np.ndarray] | None = None,
         weights: str | Path | None = None,
         engine: str = "auto",
         extractor: FeatureExtractor | None = None,
         tta: str = "none",
     ):
         self.spec = spec
-        self.head = head.eval()
+        self.head = Head.of(head)
         self.classes = list(classes)
         self.preprocessing = preprocessing or spec.preprocessing
         self.temperature = float(temperature)
-        self.tuned_backbone = backbone.eval() if backbone is not None else None
+        self.tuned_backbone = backbone.eval() if hasattr(backbone, "eval") else backbone
         self.weights, self.engine, self.tta = weights, engine, tta
         self._extractor = extractor
 
@@ -75,8 +80,7 @@ class Model(Predictor):
 
     def decision_function(self, features: np.ndarray) -> np.ndarray:
         """Head outputs before the softmax (N, classes) from backbone features (N, feature_dim)."""
-        with torch.inference_mode():
-            return self.head(torch.from_numpy(np.asarray(features, np.float32))).numpy()
+        return self.head(features)
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """Class probabilities (N, classes) from backbone features (N, feature_dim)."""
@@ -87,8 +91,10 @@ class Model(Predictor):
 
     def graph(self) -> ModelGraph:
         """The whole model as one network: uint8 crops in, probabilities out (what exports hold)."""
+        from .graph import ModelGraph
+
         backbone, tta = self.extractor.backbone, self.tta
-        return ModelGraph.classifier(backbone, self.head, self.preprocessing, self.temperature, tta).eval()
+        return ModelGraph.classifier(backbone, self.head.module(), self.preprocessing, self.temperature, tta).eval()
 
     def parts(self) -> dict:
         """The constructor's arguments that rebuild this model."""

@@ -193,9 +193,7 @@ def _measure(model: Model, x_eval: np.ndarray, y_eval: np.ndarray, train_s: floa
         started = time.perf_counter()
         model.predict_arrays(crop)
         times.append(time.perf_counter() - started)
-    parameters = sum(p.numel() for p in model.extractor.backbone.parameters()) + sum(
-        p.numel() for p in model.head.parameters()
-    )
+    parameters = sum(p.numel() for p in model.extractor.backbone.parameters()) + model.head.num_parameters
     return Candidate(
         backbone=model.spec.name,
         accuracy=metrics.accuracy,

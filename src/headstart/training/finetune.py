@@ -103,7 +103,7 @@ class LowerBlocks:
         self.session = None
         if speed.onnx_lower and blocks and importlib.util.find_spec("onnxruntime"):
             name = f"lower-{state_fingerprint(backbone)}-{len(blocks)}-{preprocessing.fingerprint}.onnx"
-            self.session = cached_session(name, self.graph, preprocessing.image_size, output_name="activations")
+            self.session = cached_session(name, lambda: self.graph, preprocessing.image_size, output_name="activations")
 
     def __call__(self, crops: np.ndarray) -> torch.Tensor:
         if self.session is not None:

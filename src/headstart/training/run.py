@@ -179,6 +179,7 @@ class TrainingRun:
         self.fine_tune_history: History | None = None
         self.model: Model | None = None
         self.record: TrainingRecord | None = None
+        self.evaluation: Evaluation | None = None  # on the held-out split the record's metrics are from
 
     def cancel(self) -> None:
         """Stop at the next event, from any thread; the last finished epoch stays resumable."""
@@ -208,6 +209,7 @@ class TrainingRun:
         """Backbone features of every image (cached); unreadable files leave the dataset, listed."""
         self.features = DatasetFeatures.extract(self.extractor, self.dataset, self.events)
         self.dataset.drop(self.features.extraction.failures)
+        self.extractor.release()  # its memory arena (~185 MB) would sit under the head's training
 
     @step
     def group(self) -> None:
@@ -339,7 +341,7 @@ class TrainingRun:
                 for split, (x, y) in self.final.by_split(dataset).items()
             }
             evaluated_on = next(s for s in ("test", "val", "train") if s in evaluations)
-            held_out = evaluations[evaluated_on]
+            held_out = self.evaluation = evaluations[evaluated_on]
             uncalibrated = held_out.uncalibrated if held_out.uncalibrated is not None else held_out.probabilities
             # Leakage is judged on the pretrained features: fine-tuned ones were fitted to these very images.
             extraction = self.features.extraction
