@@ -1,8 +1,20 @@
-"""Training speed: headstart with a cold and a warm feature cache against the reference notebook
-recipe done naively in PyTorch (same weights and split, frozen backbone recomputed on every batch
-of 5 epochs, batch 64). Each variant runs in its own process so its peak RSS is its own.
+"""Speed of the user's loop, whole process from the shell, this code against a baseline commit:
 
-    python bench/train_speed.py ../shared/datasets/alpaca
+    python bench/train_speed.py ../shared/datasets/imagewoof-320-sub ../shared/datasets/alpaca
+
+For each dataset and each code version (the baseline is checked out into a temporary folder and
+run with the same interpreter and packages): `headstart train` with a cold feature cache (the
+backbone's ONNX graph already exported, as after a machine's first run) and a warm one,
+`headstart report MODEL` and `headstart predict MODEL one.jpg`, each in its own process, with its
+wall time, peak RSS and, for this code, where the time went: interpreter start, then each stage
+of the run (from headstart's own events), the gaps between them (imports, printing) and exit, so
+the phases add up to the wall time.
+
+    python bench/train_speed.py --naive ../shared/datasets/alpaca
+
+compares headstart's training (cold and warm cache) with the reference notebook recipe done
+naively in PyTorch (same weights and split, frozen backbone recomputed on every batch of 5
+epochs, batch 64), and extraction throughput with the backbone's alone.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -117,6 +130,132 @@ def run_throughput(args) -> dict:
     return {"raw_images_per_s": raw, "extract_images_per_s": extract, "decode_images_per_s": decode}
 
 
+# -- this code against a baseline, whole processes -------------------------------------------
+BASELINE = "0bafdbc"  # the last commit before the speed work (issue 12)
+ROOT = Path(__file__).resolve().parent.parent
+
+# Runs in each measured process: records when the interpreter started and every stage event,
+# runs the command, prints the timeline and peak RSS as JSON on its last line of stderr.
+PROBE = """
+import json, os, resource, sys, time
+started = time.time()
+marks = []
+import headstart.progress as progress
+make_bus = progress.event_bus
+def event_bus(on_event=None, quiet=False):
+    bus = make_bus(on_event, quiet)
+    if not getattr(bus, "_probed", False):
+        bus.subscribe(lambda e: marks.append((time.time(), e.kind, e.stage)) if e.kind != "progress" else None)
+        bus._probed = True
+    return bus
+progress.event_bus = event_bus
+from headstart.cli.main import main
+try:
+    code = main(sys.argv[1:])
+finally:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"started": started, "marks": marks, "peak_mb": peak, "end": time.time()}), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def timed(argv: list[str], source: Path, cache: Path) -> dict:
+    """Run `headstart ARGV` from `source`'s code; wall time, peak RSS and phases that sum to the wall."""
+    env = os.environ | {"HEADSTART_CACHE": str(cache), "HEADSTART_QUIET": "1", "PYTHONPATH": str(source / "src")}
+    spawned = time.time()
+    result = subprocess.run([sys.executable, "-c", PROBE, *argv], env=env, capture_output=True, text=True)
+    wall = time.time() - spawned
+    if result.returncode:
+        sys.exit(f"headstart {' '.join(argv)} failed:\n{result.stderr}")
+    probe = json.loads(result.stderr.strip().splitlines()[-1])
+    return {"wall": wall, "peak_mb": probe["peak_mb"], "phases": phases(spawned, probe, spawned + wall)}
+
+
+def phases(spawned: float, probe: dict, ended: float) -> dict[str, float]:
+    """Seconds per phase: time between two events goes to the innermost stage then running, or,
+    when none is, to imports and set-up (before the first) or to the gaps between stages."""
+    out = {"interpreter start": probe["started"] - spawned}
+    stack: list[str] = []
+    last, gap = probe["started"], "imports and set-up"
+    for t, kind, stage in probe["marks"]:
+        name = stack[-1] if stack else gap
+        out[name] = out.get(name, 0.0) + t - last
+        if kind == "start":
+            stack.append(stage)
+        elif stage in stack:
+            stack.remove(stage)
+            gap = "between stages (imports, printing)"
+        last = t
+    tail = "printing and exit" if probe["marks"] else "imports, work and printing"
+    out[tail] = out.get(tail, 0.0) + probe["end"] - last
+    out["process exit"] = ended - probe["end"]
+    return out
+
+
+def checkout(revision: str, into: Path) -> Path:
+    """The code of `revision`, extracted (not a worktree: nothing in the repository changes)."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "src"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+def measure(data: Path, source: Path, graphs: Path, work: Path) -> dict:
+    """The figures of one code version on one dataset."""
+    cache = work / "cache"
+    shutil.copytree(graphs, cache / "onnx")  # exported once per machine: not part of a cold run
+    model = work / "model"
+    cold = timed(["train", str(data), "--out", str(model), "--quiet"], source, cache)
+    shutil.rmtree(model)
+    warm = timed(["train", str(data), "--out", str(model), "--quiet"], source, cache)
+    report = timed(["report", str(model), "--quiet"], source, cache)
+    image = next(p for p in sorted(data.rglob("*")) if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    predict = timed(["predict", str(model), str(image)], source, cache)
+    accuracy = json.loads((model / "model.json").read_text())["metrics"]["accuracy"]
+    return {"cold": cold, "warm": warm, "report": report, "predict": predict, "accuracy": accuracy}
+
+
+def compare_versions(args) -> None:
+    rows = [
+        ("train, cold feature cache, s", "cold", "wall"),
+        ("train, warm feature cache, s", "warm", "wall"),
+        ("report MODEL, s", "report", "wall"),
+        ("predict MODEL one.jpg, s", "predict", "wall"),
+        ("peak RSS, cold train, MB", "cold", "peak_mb"),
+        ("peak RSS, predict, MB", "predict", "peak_mb"),
+    ]
+    start = timed_start()
+    print(f"{os.cpu_count()} CPUs; baseline {args.baseline}; interpreter start alone {start * 1e3:.0f} ms")
+    with tempfile.TemporaryDirectory(prefix="headstart-bench-") as tmp:
+        tmp = Path(tmp)
+        before = checkout(args.baseline, tmp / "before")
+        for data in args.data:
+            prepared = tmp / f"prepare-{data.name}"
+            timed(["train", str(data), "--out", str(prepared / "m"), "--quiet", "--no-report"], ROOT, prepared)
+            results = {}
+            for name, source in (("before", before), ("now", ROOT)):
+                work = tmp / f"{name}-{data.name}"
+                results[name] = measure(data, source, prepared / "onnx", work)
+            print(f"\n{data}")
+            print(f"{'figure':<32} {'before':>8} {'now':>8}")
+            for label, run, key in rows:
+                print(f"{label:<32} {results['before'][run][key]:8.2f} {results['now'][run][key]:8.2f}")
+            print(f"{'accuracy (held out)':<32} {results['before']['accuracy']:8.4f} {results['now']['accuracy']:8.4f}")
+            for run in ("cold", "warm", "report", "predict"):
+                r = results["now"][run]
+                parts = ", ".join(f"{k} {v:.2f}" for k, v in r["phases"].items() if v >= 0.005)
+                print(f"  now, {run} {r['wall']:.2f} s = {parts} (sum {sum(r['phases'].values()):.2f})")
+
+
+def timed_start() -> float:
+    """Seconds for the interpreter alone to start and exit (best of 5)."""
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 VARIANTS = {"cold": run_headstart, "warm": run_headstart, "naive": run_naive, "throughput": run_throughput}
 
 
@@ -147,7 +286,9 @@ def child(variant: str, args, cache: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data", type=Path)
+    parser.add_argument("data", type=Path, nargs="+")
+    parser.add_argument("--naive", action="store_true", help="against the naive PyTorch recipe (first dataset)")
+    parser.add_argument("--baseline", default=BASELINE, help="the commit to compare with")
     parser.add_argument("--backbone", default="mobilenet_v2")
     parser.add_argument("--epochs", type=int, default=5, help="epochs of the naive recipe")
     parser.add_argument("--batch-size", type=int, default=64, help="batch of the naive recipe")
@@ -155,6 +296,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not args.naive and not args.variant:
+        compare_versions(args)
+        return
+    args.data = args.data[0]
     if args.variant:
         out = VARIANTS[args.variant](args)
         print(json.dumps(out | {"peak_rss_mb": peak_rss_mb()}))

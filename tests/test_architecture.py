@@ -3,6 +3,7 @@ starts without torch."""
 
 import ast
 import inspect
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,29 @@ def test_cli_starts_without_importing_torch():
     code = "import sys; from headstart.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_predicting_evaluating_and_reporting_never_import_torch(small_hymenoptera, tmp_path):
+    """torch (1.7 s, 220 MB to import) loads only to train, fine-tune or export: a bundle whose
+    backbone graph is in the cache predicts, evaluates and reports on onnxruntime and numpy."""
+    clf = headstart.train(small_hymenoptera, epochs=3, out=tmp_path / "model", quiet=True)
+    bee = sorted((small_hymenoptera / "val" / "bees").iterdir())[0]
+    expected = clf.predict(bee)[0].probabilities
+    code = f"""
+import json, sys
+import headstart.inference
+import headstart
+assert "torch" not in sys.modules, "import"
+clf = headstart.load({str(tmp_path / "model")!r})
+p = clf.predict({str(bee)!r})[0].probabilities
+accuracy = clf.evaluate().metrics.accuracy
+clf.report({str(tmp_path / "report")!r})
+print(json.dumps({{"torch": [m for m in sys.modules if m.split(".")[0] == "torch"], "p": p, "accuracy": accuracy}}))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["torch"] == []
+    assert out["p"] == pytest.approx(expected, abs=1e-5)  # the numpy head gives torch's answers
+    assert out["accuracy"] == pytest.approx(clf.metrics.accuracy)
+    assert "confusion matrix" in (tmp_path / "report" / "report.html").read_text("utf-8")
