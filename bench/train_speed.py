@@ -137,7 +137,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Runs in each measured process: records when the interpreter started and every stage event,
 # runs the command, prints the timeline and peak RSS as JSON on its last line of stderr.
 PROBE = """
-import json, os, resource, sys, time
+import atexit, json, os, resource, sys, time
 started = time.time()
 marks = []
 import headstart.progress as progress
@@ -149,13 +149,15 @@ def event_bus(on_event=None, quiet=False):
         bus._probed = True
     return bus
 progress.event_bus = event_bus
-from headstart.cli.main import main
-try:
-    code = main(sys.argv[1:])
-finally:
+def report():
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"started": started, "marks": marks, "peak_mb": peak, "end": time.time()}), file=sys.stderr)
-sys.exit(code)
+atexit.register(report)
+sys.argv[0] = "headstart"
+import headstart.cli as cli
+if hasattr(cli, "run"):
+    cli.run()  # the console script's entry point
+sys.exit(cli.main())
 """
 
 
@@ -194,6 +196,7 @@ def phases(spawned: float, probe: dict, ended: float) -> dict[str, float]:
 
 def checkout(revision: str, into: Path) -> Path:
     """The code of `revision`, extracted (not a worktree: nothing in the repository changes)."""
+    into.mkdir(parents=True)
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "src"], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
     return into

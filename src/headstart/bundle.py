@@ -25,7 +25,6 @@ from .inference.head import Head
 from .inference.model import Model
 from .inference.runtime import numpy_state
 from .preprocessing import Preprocessing
-from .provenance import environment
 from .schema import MAX_JSON_BYTES, BundleMeta, parse_json, read_json, validate
 from .training.record import TrainingRecord
 
@@ -187,6 +186,8 @@ def save_model(directory: str | Path, model: Model, record: TrainingRecord) -> P
         **record.to_dict(),
     }
     meta["calibration"] = meta.get("calibration", {}) | {"temperature": model.temperature}
+    from .provenance import environment  # package metadata: read when saving, not when loading
+
     meta["environment"] = record.environment or environment()  # where it was trained, kept through re-saves
     tensors = {f"head.{k}": v for k, v in model.head.state_dict().items()}
     if model.tuned_backbone is not None:  # fine-tuned: the whole backbone travels with the bundle

@@ -7,19 +7,14 @@ caller's subscriber, plus the bars unless `quiet`, HEADSTART_QUIET=1, or stderr 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from .events import Event, EventBus, Subscriber
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 console = Console(stderr=True)
 
@@ -39,6 +34,15 @@ class ProgressBars:
     def __call__(self, event: Event) -> None:
         if event.kind == "start":
             if self.progress is None:
+                from rich.progress import (  # loaded when a bar is first drawn: predicting one image draws none
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeElapsedColumn,
+                    TimeRemainingColumn,
+                )
+
                 self.progress = Progress(
                     TextColumn("[bold]{task.description}"),
                     BarColumn(),

@@ -5,6 +5,6 @@ model_commands.py  train, evaluate, predict, report, export
 tool_commands.py   serve, studio, imagenet, backbones, demo
 """
 
-from .main import build_parser, main
+from .main import build_parser, main, run
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "run"]

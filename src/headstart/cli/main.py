@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
 
@@ -195,10 +196,23 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The `headstart` command: `main`, then a quick exit. Tearing down an interpreter that loaded
+    torch took 0.4–0.5 s here, after everything was written; exit handlers still run."""
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, OSError):
+        pass
+    atexit._run_exitfuncs()  # temporary folders are removed as at a normal exit
+    os._exit(code)
+
+
 def _error(message: str) -> int:
     err.print(f"[bold red]error:[/] {escape(printable(' '.join(message.split())))}")  # always one line
     return 2
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

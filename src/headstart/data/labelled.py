@@ -11,7 +11,6 @@ import numpy as np
 from ..errors import HeadstartError
 from ..events import EventBus
 from .dataset import Dataset, scan
-from .remote import resolve_data
 
 
 @dataclass
@@ -92,6 +91,8 @@ class DataSummary:
 def labelled_folder(data: str | Path, classes: list[str], events: EventBus | None = None) -> LabelledImages:
     """The images of a labelled folder to evaluate a model on: its test split if pre-split (else
     val), else all of them; a class the model does not know is an error."""
+    from .remote import resolve_data  # urllib and ssl: only for a dataset named by URL
+
     dataset = scan(resolve_data(data, events), val_fraction=0.0, test_fraction=0.0, events=events)
     split = next((s for s in ("test", "val") if dataset.presplit and dataset.split(s)), "train")
     index = {name: i for i, name in enumerate(classes)}
