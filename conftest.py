@@ -28,6 +28,12 @@ def hymenoptera() -> Path:
     return HYMENOPTERA
 
 
+@pytest.fixture(scope="session")
+def alpaca() -> Path:
+    assert ALPACA.is_dir(), f"the shared datasets must sit beside the repo: {ALPACA}"
+    return ALPACA
+
+
 @pytest.fixture
 def colour_folder(tmp_path) -> Path:
     """Three visually distinct classes, 10 images each: red, green, blue."""

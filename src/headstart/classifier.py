@@ -23,6 +23,7 @@ from .training.record import TrainingRecord
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from .distributed.cluster import RayOptions
     from .export import ExportResult
     from .report import Report
 
@@ -91,6 +92,8 @@ class Classifier(Model):
         out: PathLike | None = None,
         weights: PathLike | None = None,
         engine: str = "auto",
+        ray: RayOptions | None = None,
+        features: PathLike | None = None,
         resume: bool = False,
         on_event: Subscriber | None = None,
         quiet: bool = False,
@@ -105,7 +108,10 @@ class Classifier(Model):
             hparams: training settings; `overrides` (any `HParams` field) change single ones.
             out: save the bundle here; per-epoch checkpoints go beside it.
             weights: a user's copy of the backbone's weights file.
-            engine: backbone runtime: "auto" (onnxruntime when installed), "onnxruntime" or "torch".
+            engine: backbone runtime: "auto" (onnxruntime when installed), "onnxruntime", "torch",
+                or "ray" (features the cache lacks are computed on a Ray cluster).
+            ray: where and how wide the Ray job runs (`headstart.distributed.RayOptions`).
+            features: a folder `headstart embed` wrote for this data: its features are used.
             resume: continue the interrupted run of `out` from its last finished epoch.
             on_event: receives progress events; raising `headstart.Cancelled` in it stops training
                 with the last epoch checkpointed (resumable).
@@ -134,7 +140,8 @@ class Classifier(Model):
             hp = hp.replace(flip=overrides.get("flip", hp.flip)).with_preset(preset)
         hp = hp.replace(**overrides)
         hp = resolve_backbone(data, hp, events)
-        run = TrainingRun(data, hp, out=out, weights=weights, engine=engine, resume=resume, on_event=events)
+        options = {"weights": weights, "engine": engine, "ray": ray, "features": features, "resume": resume}
+        run = TrainingRun(data, hp, out=out, on_event=events, **options)
         run.run()
         return cls.of(run.model, run.record, run.evaluation)
 

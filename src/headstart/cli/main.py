@@ -10,6 +10,7 @@ import sys
 from rich.markup import escape
 
 from ..display import printable
+from ..distributed import SHARD_SIZE
 from ..errors import HeadstartError
 from ..events import Cancelled
 from ..formats import FORMATS
@@ -17,8 +18,10 @@ from ..hparams import add_hparams_arguments
 from ..presets import ENSEMBLES
 from ..version import __version__
 from .console import err
-from .model_commands import cmd_compare, cmd_evaluate, cmd_export, cmd_predict, cmd_report, cmd_train
+from .model_commands import cmd_compare, cmd_embed, cmd_evaluate, cmd_export, cmd_predict, cmd_report, cmd_train
 from .tool_commands import cmd_backbones, cmd_demo, cmd_imagenet, cmd_serve, cmd_studio
+
+ENGINES = ("auto", "onnxruntime", "torch", "ray")
 
 
 def _parents() -> dict[str, argparse.ArgumentParser]:
@@ -27,13 +30,21 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     running.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     running.add_argument(
         "--engine",
-        choices=("auto", "onnxruntime", "torch"),
+        choices=ENGINES,
         default="auto",
-        help="backbone runtime (default: onnxruntime when installed)",
+        help="backbone runtime (default: onnxruntime when installed); ray: on a Ray cluster (train, predict)",
     )
     weights = argparse.ArgumentParser(add_help=False)
     weights.add_argument("--weights", metavar="PATH", help="use this copy of the backbone's weights file")
-    return {"running": running, "weights": weights}
+    cluster = argparse.ArgumentParser(add_help=False)
+    group = cluster.add_argument_group("Ray (with --engine ray; pip install 'headstart[ray]')")
+    group.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="an existing cluster (host:6379, ray://host:10001 or auto); default: a local one, on loopback only",
+    )
+    group.add_argument("--workers", type=int, default=2, help="backbone worker processes (default %(default)s)")
+    return {"running": running, "weights": weights, "cluster": cluster}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,11 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"headstart {__version__}")
     shared = _parents()
     model_parents = [shared["running"], shared["weights"]]
+    scalable = [*model_parents, shared["cluster"]]
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
         "train",
-        parents=model_parents,
+        parents=scalable,
         help="train a classifier on a folder of images",
         description="Train on DATA: a folder with one sub-folder per class, a pre-split folder "
         "(train/ val/ test/), or a named dataset (rock_paper_scissors).",
@@ -63,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted run of --out from its last finished epoch"
     )
+    p.add_argument("--features", metavar="DIR", help="use the features `headstart embed` wrote there for DATA")
     add_hparams_arguments(p)
     p.set_defaults(func=cmd_train)
 
@@ -101,14 +114,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", parents=model_parents, help="label images with a saved model")
+    p = sub.add_parser("predict", parents=scalable, help="label images with a saved model")
     p.add_argument("model", help="model bundle directory, or an ONNX file exported by headstart")
     p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     p.add_argument("--top-k", "-k", type=int, default=3, help="labels shown per image (default %(default)s)")
     p.add_argument(
         "--format", choices=("table", "csv", "jsonl"), default="table", help="output format (default %(default)s)"
     )
+    p.add_argument(
+        "--out", "-o", metavar="FILE", help="write the predictions to a .csv or .parquet file as they come, not stdout"
+    )
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "embed",
+        parents=[shared["running"], shared["weights"], shared["cluster"]],
+        help="write the backbone features of a folder of images as Parquet shards (resumable)",
+        description="Features of every image of DATA (a labelled folder, or any folder of images) as "
+        "Parquet files under --out: path, sha256, label, features. Rerun the same command after an "
+        "interruption: finished shards are kept. `headstart train DATA --features DIR` reads them back.",
+    )
+    p.add_argument("data", help="image folder")
+    p.add_argument("--out", "-o", metavar="DIR", required=True, help="folder to write the shards to")
+    p.add_argument("--backbone", default="mobilenet_v2", help="default %(default)s (see `headstart backbones`)")
+    p.add_argument("--tta", choices=("none", "flip"), default="none", help="flip: mirror images' features too")
+    p.add_argument("--shard-size", type=int, default=SHARD_SIZE, help="images per Parquet file (default %(default)s)")
+    p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("report", parents=model_parents, help="(re)write a model's plots, per_class.csv and report.html")
     p.add_argument("model", help="model bundle directory")
@@ -174,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
+    if getattr(args, "engine", None) == "ray" and args.command not in ("train", "predict", "embed"):
+        return _error(f"--engine ray: only train, predict and embed run on Ray, not {args.command}")
     try:
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe fails here, inside the handler below, not at interpreter exit

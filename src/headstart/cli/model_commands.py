@@ -26,7 +26,7 @@ def _default_out(data: str) -> Path:
 
 def cmd_train(args) -> int:
     from ..classifier import Classifier
-    from ..evaluation.console import evaluation_view, print_leakage, print_skipped
+    from ..distributed import ddp
 
     hp = hparams_from_args(args)
     if args.resume and not args.out:
@@ -34,9 +34,29 @@ def cmd_train(args) -> int:
             "--resume needs --out: the folder of the run to continue (the interruption message names it)"
         )
     target = Path(args.out) if args.out else _default_out(args.data)
-    clf = Classifier.train(
-        args.data, hp, out=target, weights=args.weights, engine=args.engine, resume=args.resume, quiet=args.quiet
-    )
+    leader = ddp.ranks().leader  # under torchrun, rank 0 speaks and writes the report
+    try:
+        clf = Classifier.train(
+            args.data,
+            hp,
+            out=target,
+            weights=args.weights,
+            engine=args.engine,
+            ray=_ray_options(args),
+            features=args.features,
+            resume=args.resume,
+            quiet=args.quiet or not leader,
+        )
+        if leader:
+            _print_training(args, hp, clf, target)
+    finally:
+        ddp.finish()
+    return 0
+
+
+def _print_training(args, hp: HParams, clf, target: Path) -> None:
+    from ..evaluation.console import evaluation_view, print_leakage, print_skipped
+
     record = clf.record
     split_text = ", ".join(f"{split} {sum(c.values())}" for split, c in record.data.counts.items())
     out.print(f"Data: {record.data.root}  ({len(clf.classes)} classes; {split_text})")
@@ -60,6 +80,38 @@ def cmd_train(args) -> int:
     if not args.no_report:
         report = clf.report(target, quiet=args.quiet)
         out.print(f"Report: [bold]{report.path}[/] (and the PNGs and per_class.csv beside it)")
+
+
+def _ray_options(args):
+    if args.engine != "ray":
+        return None
+    from ..distributed.cluster import RayOptions
+
+    return RayOptions(address=args.ray_address, workers=args.workers)
+
+
+def cmd_embed(args) -> int:
+    from ..distributed.embeddings import embed
+
+    if args.engine not in ("auto", "ray"):
+        raise HeadstartError("embed runs onnxruntime here (--engine auto) or on Ray (--engine ray)")
+    result = embed(
+        args.data,
+        args.out,
+        backbone=args.backbone,
+        tta=args.tta,
+        engine="ray" if args.engine == "ray" else "local",
+        ray=_ray_options(args),
+        shard_size=args.shard_size,
+        weights=args.weights,
+        quiet=args.quiet,
+    )
+    print_failures(result.failures)
+    kept = f", {result.skipped} already there" if result.skipped else ""
+    out.print(
+        f"Embedded {result.images - len(result.failures)} of {result.images} images into [bold]{result.out}[/] "
+        f"({result.shards} shards: {result.written} written{kept}) in {result.seconds:.1f} s"
+    )
     return 0
 
 
@@ -88,15 +140,23 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     from ..classifier import load
+    from ..inference.predictor import Predictions
 
-    predictor = load(args.model, weights=args.weights, engine=args.engine)  # a bundle, or an exported ONNX file
-    result = predictor.predict(args.paths, on_event=events(args) if args.format == "table" else None)
+    engine = "auto" if args.engine == "ray" else args.engine
+    predictor = load(args.model, weights=args.weights, engine=engine)  # a bundle, or an exported ONNX file
+    show = events(args) if args.format == "table" or args.out else None
+    if args.engine == "ray":
+        from ..distributed.predict import predict_on_ray
+
+        chunks = predict_on_ray(predictor, args.paths, _ray_options(args), events(args))
+    else:
+        chunks = iter([predictor.predict(args.paths, on_event=show)])
+    if args.out:
+        return _predict_to_file(args, predictor.classes, chunks)
+    result = Predictions.joined(predictor.classes, chunks)
     if not len(result):
-        path, reason = next(iter(result.failures.items()), ("", "no images given"))
-        others = f" (and {len(result.failures) - 1} more)" if len(result.failures) > 1 else ""
-        raise HeadstartError(f"nothing to label: {printable(str(path))}: {reason}{others}")
-    for path, reason in result.failures.items():
-        err.print(f"skipped {printable(str(path))}: {reason}", markup=False)
+        _nothing_to_label(result.failures)
+    print_failures(result.failures)
     classes = predictor.classes
     if args.format == "csv":
         result.write_csv(sys.stdout)
@@ -114,6 +174,32 @@ def cmd_predict(args) -> int:
             )
         out.print(table)
     return 0
+
+
+def _predict_to_file(args, classes: list[str], chunks) -> int:
+    from ..distributed.predict import PredictionFile
+
+    failures = {}
+    with PredictionFile(args.out, classes, args.top_k, overwrite=args.force) as file:
+        for chunk in chunks:
+            file.write(chunk)
+            failures |= chunk.failures
+        if not file.rows:
+            _nothing_to_label(failures)
+    print_failures(failures)
+    out.print(f"{file.rows} predictions written to [bold]{escape(printable(args.out))}[/]")
+    return 0
+
+
+def _nothing_to_label(failures: dict) -> None:
+    path, reason = next(iter(failures.items()), ("", "no images given"))
+    others = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+    raise HeadstartError(f"nothing to label: {printable(str(path))}: {reason}{others}")
+
+
+def print_failures(failures: dict) -> None:
+    for path, reason in failures.items():
+        err.print(f"skipped {printable(str(path))}: {reason}", markup=False)
 
 
 def cmd_export(args) -> int:

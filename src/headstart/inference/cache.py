@@ -38,6 +38,10 @@ class FeatureCache:
     def _path(self, content_hash: str) -> Path:
         return self.dir / content_hash[:2] / f"{content_hash}.f32"
 
+    def has(self, content_hash: str) -> bool:
+        """An entry is there (not read: `get` still checks it)."""
+        return self._path(content_hash).exists()
+
     def get(self, content_hash: str) -> np.ndarray | None:
         """The cached row, or None when missing or damaged (then recomputed and rewritten)."""
         path = self._path(content_hash)
@@ -74,6 +78,9 @@ class SplitCache:
         self.parts = parts
         self.dim = sum(part.dim for part in parts)
         self._bounds = np.cumsum([0] + [part.dim for part in parts])
+
+    def has(self, content_hash: str) -> bool:
+        return all(part.has(content_hash) for part in self.parts)
 
     def get(self, content_hash: str) -> np.ndarray | None:
         """The whole row, or None unless every member has its slice."""

@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import HeadstartError
 from ..preprocessing import Preprocessing
 from ..schema import ExportMeta, parse_json, validate
-from .predictor import Predictor
+from .predictor import PortableNetwork, Predictor
 from .runtime import onnx_runner
 
 METADATA_KEY = "headstart"  # the ONNX metadata property holding labels and preprocessing
@@ -71,3 +71,6 @@ class ExportedModel(Predictor):
 
     def predict_arrays(self, crops: np.ndarray) -> np.ndarray:
         return self._run(crops)
+
+    def portable(self) -> PortableNetwork:
+        return PortableNetwork(self.path, False, lambda probabilities, _: probabilities)

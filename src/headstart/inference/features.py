@@ -28,7 +28,16 @@ from ..fsutil import cache_root
 from ..hparams import TTA
 from ..preprocessing import Preprocessing
 from .cache import FeatureCache, SplitCache
-from .runtime import BATCH_SIZE, DECODE_AHEAD, bounded_map, cached_session, num_threads, numpy_state, state_fingerprint
+from .runtime import (
+    BATCH_SIZE,
+    DECODE_AHEAD,
+    bounded_map,
+    cached_onnx,
+    cached_session,
+    num_threads,
+    numpy_state,
+    state_fingerprint,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -130,15 +139,19 @@ class FeatureExtractor:
 
         return ModelGraph.features(self.backbone, self.preprocessing, self.tta if tta is None else tta)
 
+    def _onnx(self, tta: str) -> tuple:
+        """cached_onnx / cached_session arguments of the graph with test-time augmentation `tta`."""
+        suffix = "" if tta == "none" else f"-{tta}"
+        name = f"{self.cache_key}{suffix}-u8.onnx"
+        return name, functools.partial(self.graph, tta), self.preprocessing.image_size, "features", self.cache_root
+
+    def onnx_file(self, tta: str = "none") -> Path:
+        """The ONNX file of `graph(tta)` (exported to the cache once): what remote workers run."""
+        return cached_onnx(*self._onnx(tta))
+
     def _onnx_session(self, tta: str):
         if tta not in self._sessions:
-            suffix = "" if tta == "none" else f"-{tta}"
-            self._sessions[tta] = cached_session(
-                f"{self.cache_key}{suffix}-u8.onnx",
-                functools.partial(self.graph, tta),
-                self.preprocessing.image_size,
-                root=self.cache_root,
-            )
+            self._sessions[tta] = cached_session(*self._onnx(tta))
         return self._sessions[tta]
 
     def release(self) -> None:
@@ -322,6 +335,19 @@ def batched_inference(
     ok = [i for i in range(n) if outputs[i] is not None]
     stacked = np.stack([outputs[i] for i in ok]).astype(np.float32) if ok else np.zeros((0, out_dim), np.float32)
     return Extraction(stacked, ok, failures, [hashes[i] for i in ok], computed)
+
+
+def hash_files(paths: Sequence[Path]) -> list[str | None]:
+    """Each file's content sha256 (None where unreadable), read on all cores."""
+
+    def digest(path: Path) -> str | None:
+        try:
+            return hashlib.sha256(read_file(path)).hexdigest()
+        except ImageDecodeError:
+            return None
+
+    with ThreadPoolExecutor(num_threads()) as pool:
+        return list(pool.map(digest, paths))
 
 
 def load_crops(

@@ -17,7 +17,7 @@ from ..evaluation.calibration import softmax
 from ..preprocessing import Preprocessing
 from .features import FeatureExtractor, feature_extractor
 from .head import Head
-from .predictor import Predictor
+from .predictor import PortableNetwork, Predictor
 
 if TYPE_CHECKING:
     from torch import nn
@@ -88,6 +88,14 @@ class Model(Predictor):
 
     def predict_arrays(self, crops: np.ndarray) -> np.ndarray:
         return self.predict_proba(self.extractor.embed(crops))
+
+    def portable(self) -> PortableNetwork:
+        """The backbone's ONNX file (mirror images run apart when the model flips), the head here."""
+
+        def finish(features: np.ndarray, mirrored: np.ndarray | None) -> np.ndarray:
+            return self.predict_proba(features if mirrored is None else (features + mirrored) / 2)
+
+        return PortableNetwork(self.extractor.onnx_file("none"), self.tta == "flip", finish)
 
     def graph(self) -> ModelGraph:
         """The whole model as one network: uint8 crops in, probabilities out (what exports hold)."""

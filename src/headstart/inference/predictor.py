@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -15,6 +15,7 @@ import numpy as np
 
 from ..data.images import collect_images
 from ..display import spreadsheet_cell
+from ..errors import HeadstartError
 from ..events import EventBus, Subscriber, as_bus
 from ..preprocessing import Preprocessing
 from .features import batched_inference
@@ -71,11 +72,12 @@ class Predictions:
     def labels(self) -> list[str]:
         return [p.label for p in self.items]
 
-    def write_csv(self, file: TextIO) -> None:
+    def write_csv(self, file: TextIO, header: bool = True) -> None:
         """path, label, probability and one column per class. Text cells are spreadsheet-safe (a
         file named "=cmd|..." is shown, not run as a formula); undecodable name bytes as \\xNN."""
         writer = csv.writer(file, lineterminator="\n")
-        writer.writerow(["path", "label", "probability", *map(spreadsheet_cell, self.classes)])
+        if header:
+            writer.writerow(["path", "label", "probability", *map(spreadsheet_cell, self.classes)])
         for p in self.items:
             probabilities = (f"{p.probabilities[c]:.6f}" for c in self.classes)
             writer.writerow(
@@ -96,6 +98,16 @@ class Predictions:
             file.write(json.dumps(row) + "\n")
 
     @classmethod
+    def joined(cls, classes: list[str], chunks: Iterable[Predictions]) -> Predictions:
+        """Chunks (from a streaming predictor) as one, in order."""
+        items: list[Prediction] = []
+        failures: dict[Path, str] = {}
+        for chunk in chunks:
+            items += chunk.items
+            failures |= chunk.failures
+        return cls(list(classes), items, failures)
+
+    @classmethod
     def from_probabilities(
         cls, classes: list[str], paths: list[Path], ok: list[int], probabilities: np.ndarray, failures: dict[Path, str]
     ) -> Predictions:
@@ -105,6 +117,17 @@ class Predictions:
             best = int(p.argmax())
             items.append(Prediction(paths[i], classes[best], float(p[best]), dict(zip(classes, map(float, p)))))
         return cls(list(classes), items, failures)
+
+
+@dataclass
+class PortableNetwork:
+    """How a predictor runs on other machines (Ray workers): an ONNX file taking uint8 crops,
+    whether mirror images go through it too, and how its outputs (and the mirror images', or
+    None) become probabilities, here."""
+
+    onnx: Path
+    mirror: bool
+    finish: Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 
 
 class Predictor(ABC):
@@ -130,6 +153,10 @@ class Predictor(ABC):
 
     classes: list[str]
     preprocessing: Preprocessing
+
+    def portable(self) -> PortableNetwork:
+        """This predictor as a `PortableNetwork` (what `--engine ray` runs)."""
+        raise HeadstartError(f"{type(self).__name__} can't run on other machines")
 
     @abstractmethod
     def predict_arrays(self, crops: np.ndarray) -> np.ndarray:

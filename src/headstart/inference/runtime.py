@@ -26,8 +26,9 @@ DECODE_AHEAD = 64  # decoded crops waiting for the backbone, at most: keeps both
 
 
 def num_threads() -> int:
-    """CPU cores this process may use."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    """CPU cores this process may use: its share when torchrun started several on this machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def export_onnx(module: nn.Module, path: Path, image_size: int, output_name: str = "features") -> None:
@@ -61,8 +62,9 @@ def export_onnx(module: nn.Module, path: Path, image_size: int, output_name: str
 
 
 def ort_session(path: Path, spinning: bool = False):
-    """An onnxruntime CPU session on all cores. Spinning (busy-waiting) workers cut single-image
-    latency (4.8 vs 5.7 ms p50 here) but slow the decode pipeline by ~9%, so it is off by default."""
+    """An onnxruntime session on all cores (on the GPU where onnxruntime-gpu has one). Spinning
+    (busy-waiting) workers cut single-image latency (4.8 vs 5.7 ms p50 here) but slow the decode
+    pipeline by ~9%, so it is off by default."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -70,7 +72,31 @@ def ort_session(path: Path, spinning: bool = False):
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=providers())
+
+
+def providers() -> list[str]:
+    """onnxruntime's execution providers, best first: CUDA where onnxruntime-gpu sees a GPU, else the CPU."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available] or available
+
+
+def cached_onnx(
+    name: str,
+    module: Callable[[], nn.Module],
+    image_size: int,
+    output_name: str = "features",
+    root: Path | None = None,
+) -> Path:
+    """The ONNX file of the network `module()` builds, exported once to the cache's onnx/ folder (a
+    private temporary folder when the cache can't be written). The network (and torch) is built
+    only when the file is not there."""
+    path = cache_file("onnx", name, root)
+    if not path.exists():
+        export_onnx(module(), path, image_size, output_name)
+    return path
 
 
 def cached_session(
@@ -80,17 +106,13 @@ def cached_session(
     output_name: str = "features",
     root: Path | None = None,
 ):
-    """A session on the network `module()` builds, exported to the cache's onnx/ folder (a private
-    temporary folder when the cache can't be written); a damaged cached file (a power cut
-    mid-write) is exported again. The network (and torch) is built only when not cached."""
-    path = cache_file("onnx", name, root)
-    if path.exists():
-        try:
-            return ort_session(path)
-        except Exception:  # onnxruntime raises its own exception types for a damaged file
-            path.unlink(missing_ok=True)
-    export_onnx(module(), path, image_size, output_name)
-    return ort_session(path)
+    """A session on `cached_onnx(...)`; a damaged cached file (a power cut mid-write) is exported again."""
+    path = cached_onnx(name, module, image_size, output_name, root)
+    try:
+        return ort_session(path)
+    except Exception:  # onnxruntime raises its own exception types for a damaged file
+        path.unlink(missing_ok=True)
+    return ort_session(cached_onnx(name, module, image_size, output_name, root))
 
 
 def onnx_runner(path: Path, spinning: bool = False) -> Callable[[np.ndarray], np.ndarray]:

@@ -128,10 +128,14 @@ def _checksum(skeleton: dict, blob: bytes) -> str:
 
 
 class Checkpoints:
-    """Per-epoch checkpoints of a training run saved to `out` (none when `out` is None)."""
+    """Per-epoch checkpoints of a training run saved to `out` (none when `out` is None); only
+    `writer` writes (DDP rank 0), every process reads one to resume."""
 
-    def __init__(self, out: str | Path | None, hp: HParams, dataset: Dataset, data: str | Path, resume: bool):
+    def __init__(
+        self, out: str | Path | None, hp: HParams, dataset: Dataset, data: str | Path, resume: bool, writer: bool = True
+    ):
         self.dir = checkpoint_dir(out) if out is not None else None
+        self.writer = writer
         self.data, self.out = data, out
         self.fingerprint = run_fingerprint(hp.to_dict(), [(str(s.path), s.split, s.label) for s in dataset.samples])
         self.saved = None
@@ -149,16 +153,16 @@ class Checkpoints:
             )
 
     def stage1_epoch(self, snapshot: dict) -> None:
-        if self.dir is not None:
+        if self.dir is not None and self.writer:
             save_checkpoint(self.dir, {"fingerprint": self.fingerprint, "stage1": snapshot, "stage1_done": False})
 
     def stage1_done(self, head: nn.Module, history: History) -> None:
         self.stage1 = {"head": head.state_dict(), "history": history.to_dict()}
-        if self.dir is not None:
+        if self.dir is not None and self.writer:
             save_checkpoint(self.dir, {"fingerprint": self.fingerprint, "stage1": self.stage1, "stage1_done": True})
 
     def stage2_epoch(self, snapshot: dict) -> None:
-        if self.dir is not None:
+        if self.dir is not None and self.writer:
             save_checkpoint(
                 self.dir,
                 {"fingerprint": self.fingerprint, "stage1": self.stage1, "stage1_done": True, "stage2": snapshot},
@@ -178,5 +182,5 @@ class Checkpoints:
             ) from None
 
     def discard(self) -> None:
-        if self.dir is not None:
+        if self.dir is not None and self.writer:
             shutil.rmtree(self.dir, ignore_errors=True)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..data.augment import Augmentation, rng_for
+from ..distributed.ddp import Ranks, gather_rows
 from ..errors import HeadstartError
 from ..events import EventBus
 from ..hparams import HParams
@@ -131,6 +132,9 @@ class FineTuneStage:
         hp: settings: `fine_tune` blocks, epochs, learning rates, warm-up, clipping, precision.
         augmentation: fresh augmented crops every epoch; None reuses cached activations.
         speed: CPU execution choices (measured in bench/finetune.py).
+        ranks: this process's place among DDP processes (see `headstart.distributed.ddp`): the
+            frozen blocks' activations are computed in shares and gathered, each step's batch is
+            split between the ranks and their gradients averaged.
     """
 
     name, description = "fine_tune", "Fine-tuning"
@@ -145,9 +149,11 @@ class FineTuneStage:
         hp: HParams,
         augmentation: Augmentation | None = None,
         speed: SpeedOptions | None = None,
+        ranks: Ranks | None = None,
     ):
         started = time.perf_counter()
         speed = speed or SpeedOptions()
+        self.ranks = ranks or Ranks()
         self.backbone, self.head, self.preprocessing, self.augmentation = backbone, head, preprocessing, augmentation
         self.hp, self.epochs, self.patience, self.batch_size = (
             hp,
@@ -166,16 +172,18 @@ class FineTuneStage:
         bf16 = speed.bf16 or hp.precision == "bf16"
         self.autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else nullcontext
         self.forward = torch.compile(self.upper) if speed.compile else self.upper
+        self.train_forward = self.forward
+        if self.ranks.distributed:  # gradients averaged over the ranks in backward()
+            self.train_forward = nn.parallel.DistributedDataParallel(self.upper, broadcast_buffers=False)
         self.lower = LowerBlocks(backbone, lower_blocks, preprocessing, speed, self.autocast)
+        self.channels_last = speed.channels_last
 
         self.train_paths, y_train = train
         val_paths, y_val = val
-        val_crops, _ = load_crops(val_paths, preprocessing)
-        self.val_acts, self.yv = self.lower(val_crops), torch.from_numpy(np.asarray(y_val)).long()
-        del val_crops
+        self.val_acts, self.yv = self.lower_rows(val_paths), torch.from_numpy(np.asarray(y_val)).long()
         self.cached = None  # without augmentation the lower blocks' output never changes: compute it once
         if augmentation is None and speed.cache_lower:
-            self.cached = self.lower(load_crops(self.train_paths, preprocessing)[0])
+            self.cached = self.lower_rows(self.train_paths)
         self.y = torch.from_numpy(np.asarray(y_train)).long()
         self.size = len(self.y)
 
@@ -194,6 +202,13 @@ class FineTuneStage:
         )
         self.setup_seconds = round(time.perf_counter() - started, 3)
 
+    def lower_rows(self, paths: list) -> torch.Tensor:
+        """The lower blocks' activations of `paths`' plain crops; shared out between DDP ranks."""
+        acts = gather_rows(
+            lambda rows: self.lower(load_crops([paths[i] for i in rows], self.preprocessing)[0]), len(paths), self.ranks
+        )
+        return acts.contiguous(memory_format=torch.channels_last) if self.channels_last else acts
+
     def activations(self, epoch: int) -> torch.Tensor:
         if self.cached is not None:
             return self.cached
@@ -209,8 +224,10 @@ class FineTuneStage:
         self.acts = self.activations(epoch)
 
     def step(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.ranks.distributed:  # this rank's part of the global batch (never empty: DDP needs every rank)
+            batch = batch[self.ranks.rank :: self.ranks.world] if len(batch) >= self.ranks.world else batch[:1]
         with self.autocast():
-            logits = self.forward(self.acts[batch]).float()
+            logits = self.train_forward(self.acts[batch]).float()
         loss = self.loss(logits, self.y[batch])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import functools
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,60 +23,24 @@ from ..bundle import check_target, save_model
 from ..data.dataset import Dataset, scan
 from ..data.labelled import DataSummary
 from ..data.remote import resolve_data
+from ..distributed.cluster import RayOptions
+from ..distributed.ddp import barrier, ranks
 from ..errors import HeadstartError
 from ..evaluation.calibration import expected_calibration_error, fit_temperature
 from ..evaluation.evaluation import Evaluation
-from ..evaluation.leakage import LeakageReport, check_leakage, group_near_duplicates
+from ..evaluation.leakage import group_near_duplicates
 from ..events import Subscriber
 from ..hparams import HParams
-from ..inference.features import Extraction, FeatureExtractor, feature_extractor
+from ..inference.features import feature_extractor
 from ..inference.graph import build_head
 from ..inference.model import Model
 from ..progress import event_bus
 from .checkpoint import Checkpoints
+from .dataset_features import DatasetFeatures
 from .head import fit_head
 from .record import Calibration, History, TrainingRecord
 
 STEPS = ("scan", "extract", "group", "train_head", "fine_tune", "calibrate", "describe", "save")
-
-
-@dataclass
-class DatasetFeatures:
-    """Backbone features of every sample of a dataset (unreadable files dropped from it)."""
-
-    extraction: Extraction
-    rows: dict[Path, int]  # image path -> row of extraction.features
-    seconds: float
-
-    @classmethod
-    def extract(cls, extractor: FeatureExtractor, dataset: Dataset, events) -> DatasetFeatures:
-        started = time.perf_counter()
-        paths = [s.path for s in dataset.samples]
-        extraction = extractor.extract(paths, events=events)
-        return cls(extraction, {paths[i]: row for row, i in enumerate(extraction.ok)}, time.perf_counter() - started)
-
-    def of(self, samples: list) -> np.ndarray:
-        return self.extraction.features[[self.rows[s.path] for s in samples]]
-
-    def by_split(self, dataset: Dataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """(features, labels) per non-empty split."""
-        return {
-            split: (self.of(samples), np.array([s.label for s in samples], dtype=np.int64))
-            for split in ("train", "val", "test")
-            if (samples := dataset.split(split))
-        }
-
-    def leakage(self, dataset: Dataset, threshold: float, history: History) -> LeakageReport:
-        samples = dataset.samples
-        hashes = [self.extraction.hashes[self.rows[s.path]] for s in samples]
-        return check_leakage(
-            [str(s.path) for s in samples],
-            [s.split for s in samples],
-            self.of(samples),
-            hashes,
-            threshold,
-            history.to_dict(),
-        )
 
 
 def check_output(out: Path, data: str | Path) -> None:
@@ -117,7 +80,11 @@ class TrainingRun:
         hparams: training settings (defaults: `HParams()`).
         out: the bundle folder to save to; checkpoints go beside it (`<out>.checkpoint/`).
         weights: a user's copy of the backbone's weights file.
-        engine: backbone runtime for extraction: "auto", "onnxruntime" or "torch".
+        engine: backbone runtime for extraction: "auto", "onnxruntime", "torch", or "ray" (images
+            not in the feature cache are embedded on a Ray cluster; see `ray`).
+        ray: where and how wide the Ray job runs (engine "ray"); default a local cluster.
+        features: a folder `headstart embed` wrote for this data and backbone: its features are
+            used instead of being computed.
         resume: continue the interrupted run of `out` from its last finished epoch.
         on_event: a subscriber receiving every step's events (see `headstart.events`).
         quiet: draw no progress bars.
@@ -142,23 +109,22 @@ class TrainingRun:
         out: str | Path | None = None,
         weights: str | Path | None = None,
         engine: str = "auto",
+        ray: RayOptions | None = None,
+        features: str | Path | None = None,
         resume: bool = False,
         on_event: Subscriber | None = None,
         quiet: bool = False,
     ):
-        self.data, self.hp, self.out, self.weights, self.engine, self.resume = (
-            data,
-            hparams or HParams(),
-            out,
-            weights,
-            engine,
-            resume,
-        )
+        self.data, self.hp, self.out, self.weights, self.resume = data, hparams or HParams(), out, weights, resume
+        self.ray = (ray or RayOptions()) if engine == "ray" else None
+        self.engine = "auto" if engine == "ray" else engine  # Ray fills the cache; this process reads it
+        self.features_dir = features
+        self.ranks = ranks()  # one process, or one of torchrun's (headstart.distributed.ddp)
         if resume and out is None:
             raise HeadstartError("--resume needs --out: the folder of the run to continue")
         if out is not None:  # refused now, not after an hour of training
             check_output(Path(out), data)
-        self.events = event_bus(on_event, quiet)
+        self.events = event_bus(on_event, quiet or not self.ranks.leader)  # one set of bars, rank 0's
         self.spec = get_backbone(self.hp.backbone)
         if isinstance(self.spec, EnsembleSpec) and self.hp.fine_tune:
             raise HeadstartError(
@@ -166,7 +132,7 @@ class TrainingRun:
                 "fine-tune one backbone instead, or drop --fine-tune"
             )
         self.spec.weights_path(weights)  # fail early, before scanning, if weights are missing
-        self.extractor = feature_extractor(self.spec, weights, engine=engine, tta=self.hp.tta)
+        self.extractor = feature_extractor(self.spec, weights, engine=self.engine, tta=self.hp.tta)
         self.started = time.perf_counter()
         self.done: list[str] = []
         self.dataset: Dataset | None = None
@@ -207,7 +173,19 @@ class TrainingRun:
     @step
     def extract(self) -> None:
         """Backbone features of every image (cached); unreadable files leave the dataset, listed."""
-        self.features = DatasetFeatures.extract(self.extractor, self.dataset, self.events)
+        started, on_ray = time.perf_counter(), 0
+        if self.features_dir is not None:
+            from ..distributed.embeddings import import_features
+
+            import_features(self.features_dir, self.extractor)
+        if self.ray is not None:
+            from ..distributed.embeddings import extract_on_ray
+
+            paths = [s.path for s in self.dataset.samples]
+            on_ray = extract_on_ray(self.extractor, paths, self.ray, self.events)
+        self.features = DatasetFeatures.extract(self.extractor, self.dataset, self.events, self.ranks)
+        self.features.seconds = time.perf_counter() - started
+        self.features.extraction.computed += on_ray  # read back from the cache Ray filled
         self.dataset.drop(self.features.extraction.failures)
         self.extractor.release()  # its memory arena (~185 MB) would sit under the head's training
 
@@ -225,7 +203,8 @@ class TrainingRun:
     def train_head(self) -> None:
         """Stage 1 on the cached features (plus augmented views if asked), checkpointed every epoch."""
         hp, dataset = self.hp, self.dataset
-        self.checkpoints = Checkpoints(self.out, hp, dataset, self.data, self.resume)
+        self.checkpoints = Checkpoints(self.out, hp, dataset, self.data, self.resume, writer=self.ranks.leader)
+        barrier()  # every rank has looked for an unfinished run before rank 0 writes one
         saved = self.checkpoints.saved or {}
         if saved.get("stage1_done"):
             self.head = build_head(self.spec.feature_dim, len(dataset.classes), hp.hidden, hp.dropout)
@@ -293,6 +272,7 @@ class TrainingRun:
                 ([s.path for s in val], np.array([s.label for s in val])),
                 self.hp,
                 self.hp.augmentation(),
+                ranks=self.ranks,
             )
             resume = saved.get("stage2")
             backbone, head, self.fine_tune_history = fine_tune(
@@ -319,7 +299,7 @@ class TrainingRun:
         if self.tuned_backbone is None:
             self.final = self.features
         else:  # the tuned backbone sees the images differently: its own features (cached under its own key)
-            self.final = DatasetFeatures.extract(model.extractor, self.dataset, self.events)
+            self.final = DatasetFeatures.extract(model.extractor, self.dataset, self.events, self.ranks)
         with self.events.stage("calibrate", 1, description="Calibrating") as progress:
             split = self.final.by_split(self.dataset)
             if self.hp.calibrate and "val" in split:
@@ -372,8 +352,8 @@ class TrainingRun:
 
     @step
     def save(self) -> None:
-        """Write the bundle to `out` (if given) and drop the checkpoint it supersedes."""
-        if self.out is None:
+        """Write the bundle to `out` (if given; rank 0 only) and drop the checkpoint it supersedes."""
+        if self.out is None or not self.ranks.leader:
             return
         with self.events.stage("save", 1, description="Saving") as progress:
             save_model(self.out, self.model, self.record)
