@@ -1,6 +1,7 @@
 """Past one process: Ray Data embedding and batch prediction on a local 2-worker cluster (loopback
 only), and torchrun DDP fine-tuning on 2 processes. Real photos throughout."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,16 +53,21 @@ def single_process(paths: list[Path]) -> dict[str, np.ndarray]:
     return {str(paths[i]): row for row, i in zip(extraction.features, extraction.ok)}
 
 
-def ray_workers() -> list[int]:
-    """Process ids of this machine's Ray Data map workers (the backbone actors)."""
+def processes_mentioning(text: str) -> list[int]:
+    """Process ids of this machine's processes whose command line contains `text`."""
     pids = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and b"ray::MapWorker" in (entry / "cmdline").read_bytes():
+            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
                 pids.append(int(entry.name))
         except OSError:
             continue
     return pids
+
+
+def ray_workers() -> list[int]:
+    """Process ids of this machine's Ray Data map workers (the backbone actors)."""
+    return processes_mentioning("ray::MapWorker")
 
 
 def test_ray_embedding_equals_the_single_process_cache(cluster, hymenoptera_copy, tmp_path):
@@ -209,3 +216,26 @@ def test_repeated_ddp_runs_always_exit_cleanly(small_hymenoptera, tmp_path):
     codes = [torchrun("train", small_hymenoptera, "--out", tmp_path / f"m{i}", *flags).returncode for i in range(10)]
     assert codes == [0] * 10
     assert all((tmp_path / f"m{i}" / "model.json").exists() for i in range(10))
+
+
+def test_a_killed_ddp_run_resumes_from_rank_0s_checkpoint(alpaca, tmp_path):
+    out, state = tmp_path / "m", tmp_path / "m.checkpoint" / "state.json"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += ["-m", "headstart", "train", str(alpaca), "--out", str(out), "--fine-tune", "2", "--no-report", "-q"]
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and run.poll() is None:
+        if state.exists() and '"stage2"' in state.read_text(errors="replace"):
+            break
+        time.sleep(0.2)
+    os.killpg(run.pid, signal.SIGKILL)  # the launcher, mid fine-tuning ...
+    for pid in processes_mentioning(str(out)):  # ... and every rank (torchrun starts them in sessions of their own)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    run.wait()
+    assert not (out / "model.json").exists()
+    epoch = json.loads(state.read_text())["stage2"]["epoch"]
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-1500:] + resumed.stderr[:1500]
+    history = json.loads((out / "model.json").read_text())["stages"]["fine_tune"]["history"]
+    assert len(history["val_loss"]) >= epoch and not state.parent.exists()
