@@ -239,3 +239,20 @@ def test_a_killed_ddp_run_resumes_from_rank_0s_checkpoint(alpaca, tmp_path):
     assert resumed.returncode == 0, resumed.stdout[-1500:] + resumed.stderr[:1500]
     history = json.loads((out / "model.json").read_text())["stages"]["fine_tune"]["history"]
     assert len(history["val_loss"]) >= epoch and not state.parent.exists()
+
+
+def test_embed_labels_by_folder_and_takes_any_folder(tmp_path):
+    from headstart.distributed.embeddings import Images
+    from tests.helpers import make_image
+
+    make_image(tmp_path / "one" / "cats" / "a.png")  # one class: no training set, still labelled
+    make_image(tmp_path / "one" / "cats" / "deeper" / "b.png", seed=1)
+    make_image(tmp_path / "one" / "loose.png", seed=2)
+    make_image(tmp_path / "split" / "train" / "dogs" / "c.png", seed=3)
+    make_image(tmp_path / "split" / "validation" / "dogs" / "d.png", seed=4)
+    one, split = Images.of(tmp_path / "one"), Images.of(tmp_path / "split")
+    assert dict(zip((p.name for p in one.paths), one.labels)) == {"a.png": "cats", "b.png": "cats", "loose.png": None}
+    assert one.classes == ["cats"] and split.labels == ["dogs", "dogs"] and split.classes == ["dogs"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(HeadstartError, match="no image files"):
+        Images.of(tmp_path / "empty")

@@ -49,8 +49,10 @@ def cmd_train(args) -> int:
         )
         if leader:
             _print_training(args, hp, clf, target)
-    finally:
-        ddp.finish()
+    except BaseException:
+        ddp.finish(failed=True)
+        raise
+    ddp.finish()
     return 0
 
 

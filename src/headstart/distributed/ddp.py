@@ -82,15 +82,18 @@ def barrier() -> None:
             dist.barrier()
 
 
-def finish() -> None:
-    """Leave the process group cleanly: every rank waits for the others, then it is destroyed."""
+def finish(failed: bool = False) -> None:
+    """Leave the process group: every rank waits for the others, then it is destroyed. A rank that
+    `failed` does not wait (the others may never reach the barrier); it leaves, and torchrun stops
+    the rest."""
     if not launched():
         return
     import torch.distributed as dist
 
     if dist.is_initialized():
         try:
-            dist.barrier()
+            if not failed:
+                dist.barrier()
         finally:
             dist.destroy_process_group()
 

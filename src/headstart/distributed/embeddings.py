@@ -48,23 +48,29 @@ class Images:
     classes: list[str]
 
     @classmethod
-    def of(cls, data: str | Path, events: EventBus | None = None) -> Images:
-        """A labelled folder (class sub-folders, or train/ val/ test/) or any folder of images."""
-        from ..data.dataset import scan
+    def of(cls, data: str | Path) -> Images:
+        """Every image below `data`, labelled by folder as `train` reads it: <class>/<image>, or
+        <split>/<class>/<image> when there is a train/ folder. Unlike training, any folder will do
+        (one class, images loose at the top: those get no label)."""
+        from ..data.dataset import SPLIT_ALIASES
         from ..data.images import collect_images
 
         root = Path(data).expanduser()
         if not root.is_dir():
             raise HeadstartError(f"{root}: no such folder")
-        try:
-            dataset = scan(root, val_fraction=0.0, test_fraction=0.0, events=events)
-        except HeadstartError:  # no class sub-folders: unlabelled images
-            paths, _ = collect_images([root])
-            if not paths:
-                raise HeadstartError(f"{root}: holds no image files") from None
-            return cls(paths, [None] * len(paths), [])
-        samples = sorted(dataset.samples, key=lambda s: str(s.path))
-        return cls([s.path for s in samples], [dataset.classes[s.label] for s in samples], list(dataset.classes))
+        paths, _ = collect_images([root])
+        if not paths:
+            raise HeadstartError(f"{root}: holds no image files")
+        presplit = any(SPLIT_ALIASES.get(p.name.lower()) == "train" for p in root.iterdir() if p.is_dir())
+
+        def label(path: Path) -> str | None:
+            parts = path.relative_to(root).parts[:-1]
+            if presplit and parts and SPLIT_ALIASES.get(parts[0].lower()):
+                parts = parts[1:]
+            return parts[0] if parts else None
+
+        labels = [label(p) for p in paths]
+        return cls(paths, labels, sorted({name for name in labels if name is not None}))
 
 
 @dataclass
@@ -119,6 +125,8 @@ class ShardWriter:
             "shards": self.count,
             "paths_sha256": _digest(images.paths),
         }
+        if out.exists() and not out.is_dir():
+            raise HeadstartError(f"{out}: exists and is not a folder; choose another --out")
         path = out / MANIFEST
         if path.exists():
             try:
@@ -150,7 +158,7 @@ class ShardWriter:
 
         try:
             meta = pq.read_metadata(self.path(shard))
-        except (OSError, ValueError, Exception):  # missing, or a foreign / damaged file: written again
+        except Exception:  # missing, or a foreign or damaged file (pyarrow's own errors): written again
             return False
         stored = (meta.metadata or {}).get(STAMP)
         return stored is not None and stored.decode() == self.stamp(shard) and meta.num_rows == len(self.span(shard))
@@ -191,8 +199,7 @@ def _vectors(rows: np.ndarray, ok: np.ndarray, dim: int):
     import pyarrow as pa
 
     flat = pa.array(np.ascontiguousarray(rows, np.float32).reshape(-1), pa.float32())
-    vectors = pa.FixedSizeListArray.from_arrays(flat, dim)
-    return pa.FixedSizeListArray.from_arrays(flat, dim, mask=pa.array(~ok)) if not ok.all() else vectors
+    return pa.FixedSizeListArray.from_arrays(flat, dim, mask=None if ok.all() else pa.array(~ok))
 
 
 def embed(
@@ -223,7 +230,7 @@ def embed(
     if engine not in ("local", "ray"):
         raise HeadstartError(f"unknown engine {engine!r}: use local or ray")
     events = event_bus(on_event, quiet)
-    images = Images.of(data, events)
+    images = Images.of(data)
     extractor = feature_extractor(get_backbone(backbone), weights, tta=tta)
     writer = ShardWriter(Path(out).expanduser(), extractor, images, shard_size)
     pending = writer.pending()
@@ -284,7 +291,8 @@ def _embed_on_ray(writer: ShardWriter, extractor, pending: list[int], options: R
                 i = index[job_row]
                 shard = i // writer.shard_size
                 mirrored = batch.mirrored[k] if flip else None
-                parts[shard][i] = (batch.sha256[k], batch.outputs[k], batch.error[k], mirrored)
+                sha256 = None if batch.error[k] else batch.sha256[k]  # as a local run writes it: rows that were read
+                parts[shard][i] = (sha256, batch.outputs[k], batch.error[k], mirrored)
                 if batch.error[k]:
                     failures[writer.images.paths[i]] = batch.error[k]
                 if len(parts[shard]) == len(writer.span(shard)):
@@ -320,7 +328,8 @@ def import_features(folder: str | Path, extractor: FeatureExtractor) -> int:
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError) as e:
-        raise HeadstartError(f"{folder}: not a folder `headstart embed` wrote ({MANIFEST}: {e})") from None
+        why = "no such folder" if not folder.is_dir() else f"{MANIFEST}: {getattr(e, 'strerror', None) or e}"
+        raise HeadstartError(f"{folder}: not a folder `headstart embed` wrote ({why})") from None
     want = recipe(extractor)
     if manifest.get("recipe") != want["recipe"]:
         raise HeadstartError(

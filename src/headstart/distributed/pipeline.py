@@ -8,7 +8,6 @@ Actors that die are restarted by Ray and their batches retried; a job with no fi
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -17,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.images import ImageDecodeError, decode, read_file
 from ..errors import HeadstartError
+from ..inference.features import prepare_image
 from ..preprocessing import Preprocessing
 from .cluster import RayOptions
 
@@ -40,34 +39,26 @@ class OutputBatch:
 
 
 def decode_block(batch: dict, preprocessing: Preprocessing) -> dict:
-    """Ray task: read, hash and crop each path, exactly as `headstart.inference.features` does."""
+    """Ray task: read, hash and crop each path with the single-process path's own function."""
     size = preprocessing.image_size
     n = len(batch["path"])
     crops = np.zeros((n, size, size, 3), np.uint8)
     hashes, errors = [""] * n, [""] * n
     for i, path in enumerate(batch["path"]):
-        try:
-            data = read_file(Path(path))
-            hashes[i] = hashlib.sha256(data).hexdigest()
-            crops[i] = preprocessing(decode(data, min_size=preprocessing.resize_short))
-        except ImageDecodeError as e:
-            errors[i] = str(e) or "unreadable"
+        content_hash, _, crop, error = prepare_image(Path(path), preprocessing, cache=None)
+        hashes[i], errors[i] = content_hash or "", error or ""
+        if crop is not None:
+            crops[i] = crop
     return {"index": batch["index"], "sha256": np.array(hashes), "error": np.array(errors), "crop": crops}
 
 
 class OnnxActor:
-    """Ray actor: one onnxruntime session on `threads` cores, fed uint8 crops."""
+    """Ray actor: one onnxruntime session on `threads` cores (this worker's GPU, if any), fed uint8 crops."""
 
     def __init__(self, model: bytes, threads: int, mirror: bool):
-        import onnxruntime as ort
+        from ..inference.runtime import ort_session
 
-        from ..inference.runtime import providers
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(model, options, providers=providers())  # this worker's GPU, if any
+        self.session = ort_session(model, threads=threads)
         self.mirror = mirror
 
     def run(self, crops: np.ndarray) -> np.ndarray:

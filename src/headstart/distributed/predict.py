@@ -32,10 +32,10 @@ def predict_on_ray(
     paths, failures = collect_images(inputs)
     network = predictor.portable()
     classes = predictor.classes
+    if not paths:  # nothing to start a cluster for
+        yield Predictions(classes, [], failures)
+        return
     with events.stage("predict", len(paths), "images", "Predicting on Ray") as progress, ray_cluster(options):
-        if not paths:
-            yield Predictions(classes, [], failures)
-            return
         model = network.onnx.read_bytes()
         outputs = run_on_ray(paths, model, predictor.preprocessing, options, network.mirror, preserve_order=True)
         for batch in outputs:

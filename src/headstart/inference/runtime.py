@@ -61,18 +61,19 @@ def export_onnx(module: nn.Module, path: Path, image_size: int, output_name: str
         module.eval()  # the exporter restores the wrapper's *previous* mode recursively; make sure it is eval
 
 
-def ort_session(path: Path, spinning: bool = False):
-    """An onnxruntime session on all cores (on the GPU where onnxruntime-gpu has one). Spinning
-    (busy-waiting) workers cut single-image latency (4.8 vs 5.7 ms p50 here) but slow the decode
-    pipeline by ~9%, so it is off by default."""
+def ort_session(model: Path | bytes, spinning: bool = False, threads: int | None = None):
+    """An onnxruntime session on an ONNX file (or its bytes), on all cores unless `threads` says
+    otherwise, and on the GPU where onnxruntime-gpu has one. Spinning (busy-waiting) workers cut
+    single-image latency (4.8 vs 5.7 ms p50 here) but slow the decode pipeline by ~9%, so it is off
+    by default."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = num_threads()
+    options.intra_op_num_threads = threads or num_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return ort.InferenceSession(str(path), options, providers=providers())
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options, providers=providers())
 
 
 def providers() -> list[str]:
