@@ -154,3 +154,20 @@ print(json.dumps({{"torch": [m for m in sys.modules if m.split(".")[0] == "torch
     assert out["p"] == pytest.approx(expected, abs=1e-5)  # the numpy head gives torch's answers
     assert out["accuracy"] == pytest.approx(clf.metrics.accuracy)
     assert "confusion matrix" in (tmp_path / "report" / "report.html").read_text("utf-8")
+
+
+def test_training_a_linear_head_never_imports_torch(small_hymenoptera, tmp_path):
+    """The default head (lbfgs) trains on cached features with numpy alone; torch loads only for
+    --solver adamw, fine-tuning, or a backbone graph not yet exported (exported here first)."""
+    headstart.train(small_hymenoptera, quiet=True)  # the backbone's ONNX graph into the session's cache
+    code = f"""
+import json, sys
+from headstart.cli import main
+assert main(["train", {str(small_hymenoptera)!r}, "--out", {str(tmp_path / "m")!r}, "--quiet"]) == 0
+print(json.dumps([m for m in sys.modules if m.split(".")[0] == "torch"]))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["history"]["l2"] and (tmp_path / "m" / "report.html").is_file()

@@ -20,6 +20,8 @@ NON_DEFAULT = {
     "dropout": "0.3",
     "tta": "flip",  # (with --no-flip it is refused: tested below, then dropped from the round trip)
     "budget": "30",
+    "solver": "adamw",
+    "l2": "0.05",
     "epochs": "7",
     "batch_size": "16",
     "learning_rate": "0.002",

@@ -121,3 +121,5 @@ def test_pinned_validation_accuracy_is_recognised():
     honest = {"val_accuracy": [0.8, 0.85, 0.9, 0.9, 0.91, 0.9], "train_loss": [0.9, 0.5, 0.3, 0.2, 0.1, 0.05]}
     converged = {"val_accuracy": [1.0] * 6, "train_loss": [0.01] * 6}
     assert validation_pinned(moving) and not validation_pinned(honest) and not validation_pinned(converged)
+    path = moving | {"l2": [10.0, 3.16, 1.0, 0.316, 0.1, 0.0316]}  # L2 path: strong penalties first, not epochs
+    assert not validation_pinned(path)

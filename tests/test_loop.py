@@ -5,8 +5,9 @@ import math
 import torch
 
 from headstart.events import EventBus
-from headstart.training.loop import EarlyStopping, fit_epochs, seed_everything
+from headstart.training.loop import fit_epochs, seed_everything
 from headstart.training.record import History
+from headstart.training.stopping import EarlyStopping
 
 
 def test_early_stopping_counts_epochs_without_improvement():

@@ -55,18 +55,20 @@ def test_steps_run_one_by_one_and_report_every_stage(small_hymenoptera, tmp_path
     assert (tmp_path / "m" / "model.json").exists() and not checkpoint_dir(tmp_path / "m").exists()
 
 
-@pytest.mark.parametrize("stage, epoch", [("train_head", 3), ("fine_tune", 2)])
-def test_cancelling_from_a_handler_leaves_a_resumable_checkpoint(small_hymenoptera, tmp_path, stage, epoch):
-    straight = headstart.train(small_hymenoptera, out=tmp_path / "straight", quiet=True, **FINE_TUNE)
+# The adamw head is checkpointed every epoch; the lbfgs head (under a second) is simply fitted again.
+@pytest.mark.parametrize("stage, epoch, solver", [("train_head", 3, "adamw"), ("fine_tune", 2, "lbfgs")])
+def test_cancelling_from_a_handler_leaves_a_resumable_checkpoint(small_hymenoptera, tmp_path, stage, epoch, solver):
+    settings = FINE_TUNE | {"solver": solver}
+    straight = headstart.train(small_hymenoptera, out=tmp_path / "straight", quiet=True, **settings)
 
     recorder = Recorder(cancel_at=(stage, epoch))
     with pytest.raises(Interrupted, match="--resume"):
-        headstart.train(small_hymenoptera, out=tmp_path / "cut", on_event=recorder, quiet=True, **FINE_TUNE)
+        headstart.train(small_hymenoptera, out=tmp_path / "cut", on_event=recorder, quiet=True, **settings)
     assert recorder.events[-1].kind == "end" and recorder.events[-1].status == "cancelled"
     assert [e for e in recorder.events if e.stage == stage and e.kind == "end"][0].status == "cancelled"
     assert checkpoint_dir(tmp_path / "cut").is_dir() and not (tmp_path / "cut" / "model.json").exists()
 
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in FINE_TUNE.items()]
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
     assert (
         main(
             [
@@ -90,7 +92,7 @@ def test_cancelling_from_a_handler_leaves_a_resumable_checkpoint(small_hymenopte
 
 
 def test_run_cancel_stops_at_the_next_event_and_resumes(small_hymenoptera, tmp_path):
-    hp = HParams(epochs=30, patience=30)
+    hp = HParams(solver="adamw", epochs=30, patience=30)
     straight = TrainingRun(small_hymenoptera, hp, quiet=True).run()
     run = TrainingRun(small_hymenoptera, hp, out=tmp_path / "m", quiet=True)
     run.events.subscribe(lambda e: run.cancel() if (e.stage, e.kind, e.step) == ("train_head", "progress", 5) else None)
@@ -101,3 +103,11 @@ def test_run_cancel_stops_at_the_next_event_and_resumes(small_hymenoptera, tmp_p
     assert resumed.model.extractor is resumed.extractor  # training's onnxruntime session serves the model
     assert resumed.record.history.val_loss == straight.record.history.val_loss
     assert resumed.record.metrics == straight.record.metrics
+
+
+def test_cancelling_the_lbfgs_head_stops_the_run(small_hymenoptera, tmp_path):
+    run = TrainingRun(small_hymenoptera, HParams(), out=tmp_path / "m", quiet=True)
+    run.events.subscribe(lambda e: run.cancel() if (e.stage, e.kind, e.step) == ("train_head", "progress", 2) else None)
+    with pytest.raises(Cancelled):
+        run.run()
+    assert "train_head" not in run.done and not (tmp_path / "m").exists()

@@ -114,7 +114,7 @@ class Classifier(Model):
             features: a folder `headstart embed` wrote for this data: its features are used.
             resume: continue the interrupted run of `out` from its last finished epoch.
             on_event: receives progress events; raising `headstart.Cancelled` in it stops training
-                with the last epoch checkpointed (resumable).
+                with the last epoch checkpointed (resumable; the lbfgs head is refitted instead).
             quiet: draw no progress bars.
             preset: "fast", "balanced" or "best" (see `headstart.presets`): its settings replace
                 `hparams`' backbone and test-time augmentation; `overrides` still win.
@@ -123,13 +123,16 @@ class Classifier(Model):
             The trained classifier; `metrics` are on the test split, else validation.
 
         Example:
-            >>> epochs = []
-            >>> def watch(event):
+            >>> fits = []
+            >>> def watch(event):  # the default head: one event per L2 strength tried
             ...     if event.stage == "train_head" and event.kind == "progress":
-            ...         epochs.append(event.metrics["val_loss"])
-            >>> clf = Classifier.train(ants_bees, HParams(epochs=5), patience=5, on_event=watch)
-            >>> len(epochs), clf.record.history.val_loss == epochs
-            (5, True)
+            ...         fits.append(event.metrics["l2"])
+            >>> clf = Classifier.train(ants_bees, on_event=watch)
+            >>> fits == clf.record.history.l2, len(fits) > 1
+            (True, True)
+            >>> clf = Classifier.train(ants_bees, HParams(solver="adamw", epochs=5), patience=5)
+            >>> len(clf.record.history.val_loss)  # mini-batch epochs
+            5
         """
         from .training.compare import resolve_backbone
         from .training.run import TrainingRun

@@ -51,7 +51,12 @@ MODEL, OPTIMISATION, AUGMENTATION, FINE_TUNING, DATA = (
 )
 
 
-TTA = ("none", "flip")  # test-time augmentation: none, or the mean of the image's and its mirror image's features
+TTA = ("none", "flip")
+SOLVERS = (
+    "auto",
+    "lbfgs",
+    "adamw",
+)  # of the head, stage 1  # test-time augmentation: none, or the mean of the image's and its mirror image's features
 
 
 @dataclass
@@ -79,7 +84,7 @@ class HParams:
     hidden: tuple[int, ...] = knob(
         (), "dense+ReLU layers before the softmax layer, e.g. 512,256", MODEL, type=parse_widths, metavar="W[,W...]"
     )
-    dropout: float = knob(0.2, "dropout before each dense layer", MODEL)
+    dropout: float = knob(0.2, "dropout before each dense layer (adamw head and fine-tuning)", MODEL)
     budget: float | None = knob(
         None,
         "with --backbone auto: seconds the comparison may take (candidates start cheapest first)",
@@ -95,12 +100,25 @@ class HParams:
         choices=TTA,
     )
     # optimisation (stage 1: the head on frozen features)
-    epochs: int = knob(100, "maximum epochs; early stopping on validation loss usually ends sooner", OPTIMISATION)
-    batch_size: int = knob(32, "examples per optimiser step", OPTIMISATION)
-    learning_rate: float = knob(1e-3, "AdamW learning rate", OPTIMISATION, flag="--lr")
-    weight_decay: float = knob(1e-4, "AdamW weight decay", OPTIMISATION)
+    solver: str = knob(
+        "auto",
+        "how the head is trained: lbfgs fits a linear head full-batch, its L2 strength picked on validation "
+        "(numpy, well under a second); adamw trains mini-batches with dropout and early stopping (torch); "
+        "auto: lbfgs unless --hidden asks for layers",
+        OPTIMISATION,
+        choices=SOLVERS,
+    )
+    l2: float | None = knob(
+        None, "lbfgs: this L2 strength instead of the one validation picks", OPTIMISATION, type=float, metavar="X"
+    )
+    epochs: int = knob(
+        100, "adamw: maximum epochs; early stopping on validation loss usually ends sooner", OPTIMISATION
+    )
+    batch_size: int = knob(32, "adamw: examples per optimiser step", OPTIMISATION)
+    learning_rate: float = knob(1e-3, "adamw: learning rate", OPTIMISATION, flag="--lr")
+    weight_decay: float = knob(1e-4, "adamw: weight decay", OPTIMISATION)
     label_smoothing: float = knob(0.0, "share of each target spread over the other classes", OPTIMISATION)
-    patience: int = knob(10, "epochs without a lower validation loss before stopping", OPTIMISATION)
+    patience: int = knob(10, "adamw: epochs without a lower validation loss before stopping", OPTIMISATION)
     class_weights: str = knob(
         "none", "auto: weight the loss by inverse class frequency", OPTIMISATION, choices=("none", "auto")
     )
@@ -180,12 +198,23 @@ class HParams:
             "tta": self.tta in ("none", "flip"),
             "budget": self.budget is None or self.budget >= 0,
             "grad_clip": self.grad_clip > 0,
+            "solver": self.solver in SOLVERS,
+            "l2": self.l2 is None or self.l2 > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise HeadstartError(f"invalid {bad[0]}: {getattr(self, bad[0])!r}")
+        if self.solver == "lbfgs" and self.hidden:
+            raise HeadstartError("--solver lbfgs fits a linear head: drop --hidden, or use --solver adamw")
         if self.tta == "flip" and not self.flip:
             raise HeadstartError("--tta flip mirrors images, but --no-flip says left and right matter here")
+
+    @property
+    def head_solver(self) -> str:
+        """The solver that trains the head: `solver`, with auto resolved."""
+        if self.solver != "auto":
+            return self.solver
+        return "adamw" if self.hidden else "lbfgs"
 
     def to_dict(self) -> dict:
         d = asdict(self)

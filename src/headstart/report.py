@@ -238,10 +238,7 @@ def _sections(ev: Evaluation, record: TrainingRecord, images: dict[str, bytes]) 
     sections.append("<h2>Which classes overlap</h2>" + img("embedding", "feature embedding"))
     history = record.history
     if history.val_loss:
-        sections.append(
-            f"<h2>Training</h2><p>{len(history.val_loss)} epochs, best (restored) at epoch {history.best_epoch}.</p>"
-            + img("curves", "training curves")
-        )
+        sections.append(f"<h2>Training</h2><p>{_training_summary(record)}</p>" + img("curves", "training curves"))
     if record.data:
         sections += _data_sections(record, img)
     settings = [[k, json.dumps(v)] for k, v in record.hparams.to_dict().items()]
@@ -250,6 +247,21 @@ def _sections(ev: Evaluation, record: TrainingRecord, images: dict[str, bytes]) 
         sections.append("<h3>Timings</h3>" + _table(["step", "value"], [[k, v] for k, v in record.timings.items()]))
     sections.append("<h3>Environment</h3>" + _table(["", "version"], [[k, v] for k, v in environment().items()]))
     return sections
+
+
+def _training_summary(record: TrainingRecord) -> str:
+    history, tuned = record.history, record.fine_tune
+    if history.l2:
+        text = (
+            f"The head: softmax regression fitted by L-BFGS at {len(history.l2)} L2 strengths, "
+            f"kept at {history.l2[history.best_epoch - 1]:.3g} (the lowest validation loss)."
+        )
+    else:
+        text = f"The head: {len(history.val_loss)} epochs, best (restored) at epoch {history.best_epoch}."
+    if tuned and tuned.val_loss:
+        kept = f"best (restored) at epoch {tuned.best_epoch}" if tuned.best_epoch else "none beat stage 1, kept"
+        text += f" Fine-tuning: {len(tuned.val_loss)} epochs, {kept}."
+    return text
 
 
 def _data_sections(record: TrainingRecord, img) -> list[str]:

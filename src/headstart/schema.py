@@ -102,6 +102,7 @@ class HistorySchema(BaseModel):
     start_val_accuracy: float | None = None
     setup_seconds: float = 0.0
     epoch_seconds: list[float] = []
+    l2: list[float] = []
 
 
 class PerClassSchema(BaseModel):

@@ -71,10 +71,13 @@ def _print_training(args, hp: HParams, clf, target: Path) -> None:
             f"[yellow]Classes are imbalanced ({record.data.imbalance:.1f}:1 in train); consider --class-weights auto[/]"
         )
     t, h = record.timings, record.history
+    if h.l2:
+        head = f"L2 {h.l2[h.best_epoch - 1]:.3g} of {len(h.l2)} strengths tried (L-BFGS)"
+    else:
+        head = f"{len(h.val_loss)} epochs (best {h.best_epoch})"
     out.print(
         f"Features: {t['images_computed']} computed, {t['images_from_cache']} "
-        f"from cache in {t['feature_extraction_s']:.1f} s; "
-        f"head: {len(h.val_loss)} epochs (best {h.best_epoch}) in {t['head_training_s']:.1f} s"
+        f"from cache in {t['feature_extraction_s']:.1f} s; head: {head} in {t['head_training_s']:.1f} s"
     )
     out.print(evaluation_view(clf.metrics, f"Evaluation on the {record.evaluated_on} split"))
     print_leakage(err, clf.record.leakage)

@@ -108,8 +108,10 @@ def group_near_duplicates(features: np.ndarray, threshold: float = DEFAULT_THRES
 
 def validation_pinned(history: dict | None) -> bool:
     """Validation accuracy at 100% from an early epoch on while the training loss kept falling:
-    the signature of a validation set the model has effectively already seen."""
-    if not history or len(history.get("val_accuracy", [])) < 5:
+    the signature of a validation set the model has effectively already seen. Epochs only: along
+    an L2 path the first points are heavily penalised models, and 100% from those on says only
+    that the classes are easy to tell apart."""
+    if not history or history.get("l2") or len(history.get("val_accuracy", [])) < 5:
         return False
     acc, loss = history["val_accuracy"], history["train_loss"]
     first = next((i for i, a in enumerate(acc) if a >= 1.0), None)

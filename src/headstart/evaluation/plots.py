@@ -47,16 +47,35 @@ def _smooth(values: np.ndarray, weight: float = 0.9) -> np.ndarray:
 
 
 def plot_curves(history: dict, fine_tune: dict | None = None) -> Figure:
-    """Loss and accuracy per step (raw and smoothed) and per epoch, train and validation; stage 2
-    (fine-tuning), if any, continues to the right of a marked boundary."""
-    fig = NotebookFigure(figsize=(11, 4))
-    fig.subplots_adjust(**FIXED_MARGINS, wspace=0.15)
-    stages = [("stage 1", history, 0)]
-    n1 = len(history.get("train_loss", []))
-    if fine_tune and fine_tune.get("train_loss"):
-        stages.append(("stage 2", fine_tune, n1))
-    best = (n1 + fine_tune["best_epoch"]) if fine_tune and fine_tune.get("best_epoch") else history.get("best_epoch")
-    for ax, key, title in zip(fig.subplots(1, 2), ("loss", "accuracy"), ("Loss", "Accuracy")):
+    """How training went. A head trained in epochs: loss and accuracy per step (raw and smoothed)
+    and per epoch, train and validation, with stage 2 (fine-tuning), if any, continuing to the
+    right of a marked boundary. A head fitted along a path of L2 strengths: loss and accuracy at
+    each strength, the kept one marked, with stage 2's epochs, if any, in a row below."""
+    tuned = fine_tune if fine_tune and fine_tune.get("train_loss") else None
+    if not history.get("l2"):
+        fig = NotebookFigure(figsize=(11, 4))
+        fig.subplots_adjust(**FIXED_MARGINS, wspace=0.15)
+        stages = [("stage 1", history, 0)] + ([("stage 2", tuned, len(history.get("train_loss", [])))] if tuned else [])
+        _plot_epochs(fig.subplots(1, 2), stages)
+        return fig
+    fig = NotebookFigure(figsize=(11, 7.6 if tuned else 4))
+    fig.subplots_adjust(**(FIXED_MARGINS | {"bottom": 0.07, "top": 0.95} if tuned else FIXED_MARGINS), wspace=0.15)
+    axes = fig.subplots(2 if tuned else 1, 2, squeeze=False)
+    if tuned:
+        fig.subplots_adjust(hspace=0.35)
+        _plot_epochs(axes[1], [("stage 2", tuned, 0)], title=" (stage 2: fine-tuning)")
+    _plot_path(axes[0], history, title=" (stage 1: the head)" if tuned else "")
+    return fig
+
+
+def _plot_epochs(axes, stages: list[tuple[str, dict, int]], title: str = "") -> None:
+    """Loss and accuracy per step and epoch of consecutive stages, each `(name, history, offset)`."""
+    first_stage, last_stage = stages[0][1], stages[-1][1]
+    n1 = len(first_stage.get("train_loss", []))
+    best = (stages[-1][2] + last_stage["best_epoch"]) if last_stage.get("best_epoch") else None
+    if best is None and len(stages) > 1:  # stage 2 kept nothing: stage 1's best stands
+        best = first_stage.get("best_epoch")
+    for ax, key, name in zip(axes, ("loss", "accuracy"), ("Loss", "Accuracy")):
         for n, (_stage, h, offset) in enumerate(stages):
             first = n == 0
             step_values = np.array(h.get(f"step_{key}", []), dtype=float)
@@ -77,13 +96,31 @@ def plot_curves(history: dict, fine_tune: dict | None = None) -> Figure:
             ax.axvline(n1 + 0.5, color="black", lw=1.2, label="stage 1 | stage 2 (fine-tuning)")
         if best:
             ax.axvline(best, color="grey", ls="--", lw=1, label=f"best epoch ({best}, restored)")
-        ax.set_title(title)
+        ax.set_title(name + title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         if key == "accuracy":
             ax.set_ylim(min(0.5, ax.get_ylim()[0]), 1.02)
-    fig.axes[0].legend(fontsize=8, loc="upper right")
-    return fig
+    axes[0].legend(fontsize=8, loc="upper right")
+
+
+def _plot_path(axes, history: dict, title: str = "") -> None:
+    """Train and validation loss and accuracy at each L2 strength tried, weaker to the right."""
+    l2 = np.array(history["l2"])
+    kept = l2[history["best_epoch"] - 1] if history.get("best_epoch") else None
+    for ax, key, name in zip(axes, ("loss", "accuracy"), ("Loss", "Accuracy")):
+        ax.plot(l2, history.get(f"train_{key}", []), "o-", color=TRAIN, ms=3, lw=1.5, label="train")
+        ax.plot(l2, history.get(f"val_{key}", []), "o-", color=VAL, ms=3, lw=1.5, label="validation")
+        if kept is not None:
+            ax.axvline(kept, color="grey", ls="--", lw=1, label=f"kept: L2 {kept:.3g} (lowest validation loss)")
+        ax.set_xscale("log")
+        ax.set_xlim(l2.max() * 2, l2.min() / 2)  # weaker penalty, more closely fitted: to the right
+        ax.set_title(name + title)
+        ax.set_xlabel("L2 strength (weaker →)")
+        ax.grid(alpha=0.3)
+        if key == "accuracy":
+            ax.set_ylim(min(0.5, ax.get_ylim()[0]), 1.02)
+    axes[0].legend(fontsize=8, loc="upper right")
 
 
 def _short(name: str, width: int = 18, lines: int = 2) -> str:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 from safetensors import SafetensorError
-from safetensors.torch import load, save
+from safetensors.numpy import load, save
 
 from ..errors import HeadstartError
 from ..events import Cancelled
@@ -25,13 +26,12 @@ from ..fsutil import recover, staged_directory, write_durably
 from ..schema import CheckpointMeta, read_json, validate
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from ..data.dataset import Dataset
     from ..hparams import HParams
+    from ..inference.head import Head
     from .record import History
 
-LAYOUT = 3  # of the saved state; a checkpoint of another layout is refused, not misread
+LAYOUT = 4  # of the saved state; a checkpoint of another layout is refused, not misread
 TENSORS, STATE = "state.safetensors", "state.json"
 
 
@@ -50,11 +50,19 @@ def run_fingerprint(hparams: dict, samples: list[tuple[str, str, int]]) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def flatten(prefix: str, tree) -> dict[str, torch.Tensor]:
-    """Tensors of a nested dict/list as flat safetensors keys."""
+def _is_torch_tensor(value) -> bool:
+    """Without importing torch: a stage-1 run on the lbfgs solver never loads it."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def flatten(prefix: str, tree) -> dict[str, np.ndarray]:
+    """Arrays and tensors of a nested dict/list as flat safetensors keys, as numpy arrays."""
     out = {}
-    if isinstance(tree, torch.Tensor):
-        out[prefix] = tree.detach().cpu().contiguous().clone()  # never an alias of a live (or another saved) tensor
+    if isinstance(tree, np.ndarray):
+        out[prefix] = np.ascontiguousarray(tree).copy()  # never an alias of a live (or another saved) array
+    elif _is_torch_tensor(tree):
+        out[prefix] = tree.detach().cpu().contiguous().numpy().copy()
     elif isinstance(tree, dict):
         for k, v in tree.items():
             out |= flatten(f"{prefix}.{k}", v)
@@ -65,9 +73,11 @@ def flatten(prefix: str, tree) -> dict[str, torch.Tensor]:
 
 
 def strip_tensors(tree):
-    """The JSON part of a nested structure: tensors replaced by a marker."""
-    if isinstance(tree, torch.Tensor):
-        return {"__tensor__": True}
+    """The JSON part of a nested structure: arrays replaced by a marker naming their kind."""
+    if isinstance(tree, np.ndarray):
+        return {"__tensor__": "numpy"}
+    if _is_torch_tensor(tree):
+        return {"__tensor__": "torch"}
     if isinstance(tree, dict):
         return {str(k): strip_tensors(v) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
@@ -75,13 +85,18 @@ def strip_tensors(tree):
     return tree
 
 
-def rebuild(prefix: str, skeleton, tensors: dict[str, torch.Tensor]):
-    if isinstance(skeleton, dict) and skeleton.get("__tensor__") is True and len(skeleton) == 1:
-        return tensors[prefix]
+def rebuild(prefix: str, skeleton, arrays: dict[str, np.ndarray]):
+    """The nested structure back, each array as the kind it was saved as."""
+    if isinstance(skeleton, dict) and skeleton.get("__tensor__") in ("numpy", "torch") and len(skeleton) == 1:
+        if skeleton["__tensor__"] == "numpy":
+            return arrays[prefix]
+        import torch
+
+        return torch.from_numpy(arrays[prefix])
     if isinstance(skeleton, dict):
-        return {k: rebuild(f"{prefix}.{k}", v, tensors) for k, v in skeleton.items()}
+        return {k: rebuild(f"{prefix}.{k}", v, arrays) for k, v in skeleton.items()}
     if isinstance(skeleton, list):
-        return [rebuild(f"{prefix}.{i}", v, tensors) for i, v in enumerate(skeleton)]
+        return [rebuild(f"{prefix}.{i}", v, arrays) for i, v in enumerate(skeleton)]
     return skeleton
 
 
@@ -156,7 +171,7 @@ class Checkpoints:
         if self.dir is not None and self.writer:
             save_checkpoint(self.dir, {"fingerprint": self.fingerprint, "stage1": snapshot, "stage1_done": False})
 
-    def stage1_done(self, head: nn.Module, history: History) -> None:
+    def stage1_done(self, head: Head, history: History) -> None:
         self.stage1 = {"head": head.state_dict(), "history": history.to_dict()}
         if self.dir is not None and self.writer:
             save_checkpoint(self.dir, {"fingerprint": self.fingerprint, "stage1": self.stage1, "stage1_done": True})

@@ -29,8 +29,8 @@ from ..inference.features import load_crops
 from ..inference.graph import ModelGraph
 from ..inference.runtime import cached_session, run_batched, state_fingerprint
 from ..preprocessing import Preprocessing
-from .head import loss_functions
 from .loop import fit_epochs, seed_everything
+from .minibatch import loss_functions
 from .record import History
 
 

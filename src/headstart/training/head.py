@@ -1,115 +1,19 @@
-"""Stage 1: train the head on cached features, with early stopping on validation loss."""
+"""Stage 1: the head on the cached features, by the solver the settings choose.
+
+lbfgs  a linear head (softmax regression) fitted full-batch, L2 strength picked on
+       validation (`logistic.py`); numpy only, the default for a linear head
+adamw  mini-batches with dropout and early stopping (`minibatch.py`); needed for --hidden
+       layers, and it loads torch
+"""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
-import torch
-from torch import nn
 
 from ..events import EventBus
 from ..hparams import HParams
-from ..inference.graph import build_head
-from .loop import fit_epochs, seed_everything, torch_threads
+from ..inference.head import Head
 from .record import History
-
-
-def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights normalised to mean 1 (sklearn's 'balanced')."""
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    weights = len(labels) / (num_classes * np.maximum(counts, 1))
-    return torch.tensor(weights, dtype=torch.float32)
-
-
-def loss_functions(hp: HParams, labels: np.ndarray, num_classes: int) -> tuple[nn.Module, nn.Module]:
-    """(training loss, validation loss): class-weighted if asked; label smoothing only in training."""
-    weight = class_weights(labels, num_classes) if hp.class_weights == "auto" else None
-    return nn.CrossEntropyLoss(weight=weight, label_smoothing=hp.label_smoothing), nn.CrossEntropyLoss(weight=weight)
-
-
-class AdamW:
-    """AdamW (Loshchilov & Hutter 2019) with torch.optim.AdamW's exact update, for a few tensors.
-
-    torch.optim would do the same, but its first use in a process imports torch._dynamo: 1.1 s
-    here, two thirds of a whole warm-cache training run (bench/train_speed.py). A test checks that
-    both give the same parameters step by step.
-    """
-
-    def __init__(self, params, lr: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):
-        self.params = [p for p in params if p.requires_grad]
-        self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
-        self.exp_avg = [torch.zeros_like(p) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        self.steps = 0
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        self.steps += 1
-        beta1, beta2 = self.betas
-        bias1, bias2 = 1 - beta1**self.steps, 1 - beta2**self.steps
-        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
-            if p.grad is None:
-                continue
-            p.mul_(1 - self.lr * self.weight_decay)
-            m.lerp_(p.grad, 1 - beta1)
-            v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-            p.addcdiv_(m, (v / bias2).sqrt_().add_(self.eps), value=-self.lr / bias1)
-
-    def state_dict(self) -> dict:
-        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "steps": self.steps}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.exp_avg, self.exp_avg_sq, self.steps = list(state["exp_avg"]), list(state["exp_avg_sq"]), state["steps"]
-
-
-class HeadStage:
-    """A fresh head, its optimiser and the (cached) features it trains on."""
-
-    name, description = "train_head", "Training head"
-
-    def __init__(self, x_train, y_train, x_val, y_val, num_classes: int, hp: HParams):
-        self.epochs, self.patience, self.batch_size = hp.epochs, hp.patience, hp.batch_size
-        self.head = build_head(x_train.shape[1], num_classes, hp.hidden, hp.dropout)
-        self.loss, self.val_loss = loss_functions(hp, y_train, num_classes)
-        self.optimizer = AdamW(self.head.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
-        self.x, self.y = torch.from_numpy(x_train), torch.from_numpy(y_train).long()
-        has_val = x_val is not None and len(x_val) > 0
-        self.xv, self.yv = (torch.from_numpy(x_val), torch.from_numpy(y_val).long()) if has_val else (self.x, self.y)
-        self.size = len(self.x)
-
-    def start_epoch(self, epoch: int) -> None:
-        self.head.train()
-
-    def step(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits = self.head(self.x[batch])
-        loss = self.loss(logits, self.y[batch])
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return loss, logits, self.y[batch]
-
-    def validate(self) -> tuple[float, float]:
-        self.head.eval()
-        with torch.no_grad():
-            logits = self.head(self.xv)
-            return self.val_loss(logits, self.yv).item(), (logits.argmax(1) == self.yv).float().mean().item()
-
-    def weights(self) -> dict:
-        return self.head.state_dict()
-
-    def load_weights(self, weights: dict) -> None:
-        self.head.load_state_dict(weights)
-
-    def state(self) -> dict:
-        return self.optimizer.state_dict()
-
-    def load_state(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state)
 
 
 def fit_head(
@@ -122,18 +26,26 @@ def fit_head(
     events: EventBus | None = None,
     on_epoch=None,
     resume: dict | None = None,
-) -> tuple[nn.Sequential, History]:
-    """Train a fresh head on features; returns it with the best validation-loss weights (eval mode).
+) -> tuple[Head, History]:
+    """A fresh head trained on features, with its History.
 
-    `on_epoch(snapshot)` gets the full training state after every epoch (checkpoints); `resume`
-    takes such a snapshot and continues from it, reaching the same result as an uninterrupted run.
+    With the adamw solver, `on_epoch(snapshot)` gets the full training state after every epoch
+    (checkpoints) and `resume` continues from such a snapshot; the lbfgs solver takes well under
+    a second and is simply run again.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(size=(40, 5)).astype(np.float32)
+        >>> y = (x[:, 0] > 0).astype(np.int64)
+        >>> head, history = fit_head(x[:30], y[:30], x[30:], y[30:], 2, HParams())
+        >>> bool((head(x[30:]).argmax(1) == y[30:]).mean() > 0.8), len(history.l2) == len(history.val_loss)
+        (True, True)
     """
-    started = time.perf_counter()
-    # The head's matrices are tiny: thread hand-offs cost more than they save (measured 4x slower on 2 threads).
-    with torch_threads(1):
-        generator = seed_everything(hp.seed)
-        stage = HeadStage(x_train, y_train, x_val, y_val, num_classes, hp)
-        history = History(steps_per_epoch=(stage.size + hp.batch_size - 1) // hp.batch_size)
-        history = fit_epochs(stage, history, generator, events, on_epoch=on_epoch, resume=resume)
-    history.seconds = time.perf_counter() - started
-    return stage.head.eval(), history
+    if hp.head_solver == "lbfgs":
+        from .logistic import fit_logistic
+
+        return fit_logistic(x_train, y_train, x_val, y_val, num_classes, hp, events)
+    from .minibatch import fit_minibatch
+
+    module, history = fit_minibatch(x_train, y_train, x_val, y_val, num_classes, hp, events, on_epoch, resume)
+    return Head.of(module), history

@@ -9,15 +9,13 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
 from ..events import EventBus, as_bus
 from .record import History
-
-MIN_IMPROVEMENT = 1e-6  # a validation loss must drop by more than this to count as better
+from .stopping import EarlyStopping
 
 
 class Stage(Protocol):
@@ -48,27 +46,6 @@ class Stage(Protocol):
         """Optimiser (and schedule) state, for checkpoints."""
 
     def load_state(self, state: dict[str, Any]) -> None: ...
-
-
-@dataclass
-class EarlyStopping:
-    """Stop after `patience` epochs without a lower validation loss."""
-
-    patience: int
-    best_loss: float = math.inf
-    stale: int = 0
-
-    def update(self, loss: float) -> bool:
-        """Record an epoch's validation loss; True when it is the best so far."""
-        if loss < self.best_loss - MIN_IMPROVEMENT:
-            self.best_loss, self.stale = loss, 0
-            return True
-        self.stale += 1
-        return False
-
-    @property
-    def should_stop(self) -> bool:
-        return self.stale >= self.patience
 
 
 def seed_everything(seed: int) -> torch.Generator:

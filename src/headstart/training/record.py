@@ -14,7 +14,11 @@ from ..hparams import HParams
 
 @dataclass
 class History:
-    """Per-epoch curves of one training stage and where the best weights came from."""
+    """Per-epoch curves of one training stage and where the best weights came from.
+
+    A head fitted by L-BFGS (`logistic.py`) has no epochs: each point is instead one fit along its
+    path of L2 strengths (`l2`, strongest first), and `best_epoch` numbers the fit kept.
+    """
 
     train_loss: list[float] = field(default_factory=list)
     train_accuracy: list[float] = field(default_factory=list)
@@ -29,6 +33,7 @@ class History:
     start_val_accuracy: float | None = None
     setup_seconds: float = 0.0  # stage 2: one-time work before the first epoch (decoding, cached lower blocks)
     epoch_seconds: list[float] = field(default_factory=list)
+    l2: list[float] = field(default_factory=list)  # L-BFGS heads: the strength of each point
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -57,7 +62,7 @@ class History:
             "val_loss": self.val_loss[-1],
             "val_accuracy": self.val_accuracy[-1],
             "best_epoch": self.best_epoch,
-        }
+        } | ({"l2": self.l2[-1]} if self.l2 else {})
 
     @property
     def best_val_accuracy(self) -> float | None:

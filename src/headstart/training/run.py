@@ -32,7 +32,7 @@ from ..evaluation.leakage import group_near_duplicates
 from ..events import Subscriber
 from ..hparams import HParams
 from ..inference.features import feature_extractor
-from ..inference.graph import build_head
+from ..inference.head import Head
 from ..inference.model import Model
 from ..progress import event_bus
 from .checkpoint import Checkpoints
@@ -207,8 +207,8 @@ class TrainingRun:
         barrier()  # every rank has looked for an unfinished run before rank 0 writes one
         saved = self.checkpoints.saved or {}
         if saved.get("stage1_done"):
-            self.head = build_head(self.spec.feature_dim, len(dataset.classes), hp.hidden, hp.dropout)
-            self.head.load_state_dict(saved["stage1"]["head"])
+            state = {k: np.asarray(v) for k, v in saved["stage1"]["head"].items()}
+            self.head = Head.from_state(state, hp.hidden, hp.dropout, self.spec.feature_dim, len(dataset.classes))
             self.history = History.from_dict(saved["stage1"]["history"])
             return
         split = self.features.by_split(dataset)
@@ -266,7 +266,7 @@ class TrainingRun:
         with self.checkpoints.interruptible():
             stage = FineTuneStage(
                 copy.deepcopy(self.extractor.backbone),
-                copy.deepcopy(self.head),
+                self.head.module(),  # a torch copy: stage 1's head stays as it is
                 self.extractor.preprocessing,
                 ([s.path for s in train], np.array([s.label for s in train])),
                 ([s.path for s in val], np.array([s.label for s in val])),
@@ -279,7 +279,7 @@ class TrainingRun:
                 stage, self.events, self.checkpoints.stage2_epoch, resume
             )
         if self.fine_tune_history.best_epoch > 0:
-            self.tuned_backbone, self.head = backbone, head
+            self.tuned_backbone, self.head = backbone, Head.of(head)
 
     @step
     def calibrate(self) -> None:
