@@ -3,6 +3,7 @@
 import base64
 import csv
 import io
+import os
 import re
 
 import numpy as np
@@ -105,3 +106,51 @@ def test_a_folder_with_an_unknown_class_is_refused_by_evaluate_and_report(traine
     for call in (lambda: clf.evaluate(tmp_path / "data"), lambda: clf.report(tmp_path / "r", data=tmp_path / "data")):
         with pytest.raises(headstart.HeadstartError, match="class 'wasps' is not one of the model's labels"):
             call()
+
+
+def test_a_model_reported_again_reads_its_figures_back_without_matplotlib(trained, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    clf, out, report = trained
+    code = f"""
+import json, sys, headstart
+headstart.load({str(out)!r}).report({str(tmp_path / "again")!r})
+print(json.dumps("matplotlib" in sys.modules))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) is False
+    for name in ("curves", "confusion", "calibration", "mistakes", "embedding", "dataset", "samples"):
+        assert (tmp_path / "again" / f"{name}.png").read_bytes() == (out / f"{name}.png").read_bytes(), name
+
+
+def test_figures_are_keyed_by_what_they_show(tmp_path):
+    from headstart.evaluation.figure_cache import FigureSpec, content_key, prune, render
+
+    assert content_key([1, "a"]) != content_key(["1", "a"])
+    assert content_key(np.zeros(4, np.float32)) != content_key(np.zeros(4, np.float64))
+    assert content_key(np.zeros((2, 2))) != content_key(np.zeros(4))
+    assert content_key({"a": 1, "b": 2}) == content_key({"b": 2, "a": 1})
+
+    drawn = []
+
+    def build(colour):
+        drawn.append(colour)
+        return Image.new("RGB", (8, 8), colour)
+
+    red = render(FigureSpec("test-swatch", ["red"], lambda: build("red")))
+    assert render(FigureSpec("test-swatch", ["red"], lambda: build("red"))) == red and drawn == ["red"]
+    render(FigureSpec("test-swatch", ["blue"], lambda: build("blue")))
+    assert drawn == ["red", "blue"]
+    assert Image.open(io.BytesIO(red)).getpixel((0, 0)) == (255, 0, 0)
+
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"f{i}.png").write_bytes(b"x" * 100)
+        os.utime(folder / f"f{i}.png", ns=(i * 10**9, i * 10**9))
+    os.utime(folder / "f0.png")  # used just now
+    prune(folder, budget=250)
+    assert sorted(p.name for p in folder.iterdir()) == ["f0.png", "f3.png"]  # the least recently used went

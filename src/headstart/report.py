@@ -14,19 +14,16 @@ import io
 import json
 from pathlib import Path
 
-from matplotlib.figure import Figure
-from PIL import Image
-
 from .bundle import is_bundle
 from .data.dataset import scan
 from .display import printable, spreadsheet_cell
 from .errors import HeadstartError
-from .evaluation import plots
 from .evaluation.evaluation import Evaluation
+from .evaluation.figure_cache import FigureSpec, file_stamps, render
 from .evaluation.metrics import Metrics
 from .events import EventBus, as_bus
 from .formats import REPORT_FILES, REPORT_MARKER
-from .fsutil import atomic_write_bytes, cache_file, dict_fingerprint
+from .fsutil import atomic_write_bytes
 from .provenance import environment
 from .training.record import TrainingRecord
 
@@ -114,10 +111,10 @@ def write_report(
     with as_bus(events).stage("report", len(figures) + 1, "files", "Writing the report") as progress:
         images: dict[str, bytes] = {}
         files: dict[str, Path] = {}
-        for name, fig in figures.items():
-            images[name] = fig if isinstance(fig, bytes) else plots.png_bytes(fig)
-            files[name] = out / f"{name}.png"
-            atomic_write_bytes(files[name], images[name])
+        for figure in figures:
+            images[figure.name] = render(figure)
+            files[figure.name] = out / f"{figure.name}.png"
+            atomic_write_bytes(files[figure.name], images[figure.name])
             progress.advance()
         files["per_class"] = out / "per_class.csv"
         write_per_class_csv(evaluation.metrics, files["per_class"])
@@ -130,24 +127,40 @@ def write_report(
     return Report(files["report"], files)
 
 
-def _figures(ev: Evaluation, record: TrainingRecord) -> dict[str, Figure | Image.Image | bytes]:
-    figures = {
-        "curves": plots.plot_curves(record.history.to_dict(), record.fine_tune.to_dict() if record.fine_tune else None)
+def _figures(ev: Evaluation, record: TrainingRecord) -> list[FigureSpec]:
+    """The report's figures, each with exactly what it shows (the key of its cached PNG)."""
+    history, tuned = record.history.to_dict(), record.fine_tune.to_dict() if record.fine_tune else None
+    figures = [
+        FigureSpec("curves", [history, tuned], lambda: plots().plot_curves(history, tuned))
         if record.history.val_loss
         else None,
-        "confusion": ev.plot_confusion(),
-        "calibration": ev.plot_calibration(),
-        "mistakes": ev.plot_mistakes(),
-        "embedding": ev.plot_embedding(),
-        "dataset": plots.plot_dataset(record.data.counts) if record.data else None,
-        "samples": _samples(record, ev),
-    }
-    return {name: fig for name, fig in figures.items() if fig is not None}
+        FigureSpec("confusion", [ev.metrics.confusion, ev.classes, ev.split], ev.plot_confusion),
+        FigureSpec("calibration", [ev.labels, ev.probabilities, ev.uncalibrated], ev.plot_calibration),
+        FigureSpec("mistakes", _mistakes_inputs(ev), ev.plot_mistakes),
+        FigureSpec("embedding", [ev.features, ev.labels, ev.probabilities, ev.classes, ev.split], ev.plot_embedding),
+        FigureSpec("dataset", record.data.counts, lambda: plots().plot_dataset(record.data.counts))
+        if record.data
+        else None,
+        _samples(record, ev),
+    ]
+    return [figure for figure in figures if figure is not None]
 
 
-def _samples(record: TrainingRecord, ev: Evaluation) -> bytes | None:
-    """A few training images of each class, when the training folder is still there: a PNG, cached
-    under the files' names, sizes and times, since retraining on the same folder draws the same."""
+def plots():
+    """The plotting module, imported (with matplotlib, 0.4 s) only when a figure is drawn."""
+    from .evaluation import plots
+
+    return plots
+
+
+def _mistakes_inputs(ev: Evaluation) -> list | None:
+    stamps = file_stamps(ev.paths)  # the images it shows, as they are now
+    crop = ev.preprocessing.fingerprint
+    return None if stamps is None else [stamps, ev.labels, ev.probabilities, ev.classes, crop, ev.split]
+
+
+def _samples(record: TrainingRecord, ev: Evaluation) -> FigureSpec | None:
+    """A few training images of each class, when the training folder is still there."""
     try:
         root = record.data.located() if record.data else None
     except HeadstartError:
@@ -157,26 +170,9 @@ def _samples(record: TrainingRecord, ev: Evaluation) -> bytes | None:
     dataset = scan(root, 0.0, 0.0)
     train = dataset.split("train")
     images = {name: [s.path for s in train if s.label == i] for i, name in enumerate(dataset.classes)}
-    try:
-        stamps = [_stamp(path) for paths in images.values() for path in paths]
-    except OSError:
-        stamps = None
-    key = dict_fingerprint({"images": stamps, "classes": list(images), "crop": ev.preprocessing.fingerprint}, 32)
-    cached = cache_file("figures", f"samples-{key}.png")
-    if stamps is not None and cached.is_file():
-        return cached.read_bytes()
-    png = plots.png_bytes(plots.plot_samples(images, ev.preprocessing))
-    if stamps is not None:
-        try:
-            atomic_write_bytes(cached, png)
-        except OSError:
-            pass  # only a cache
-    return png
-
-
-def _stamp(path: Path) -> list:
-    stat = path.stat()
-    return [str(path), stat.st_size, stat.st_mtime_ns]
+    stamps = file_stamps([path for paths in images.values() for path in paths])
+    inputs = None if stamps is None else [stamps, list(images), ev.preprocessing.fingerprint]
+    return FigureSpec("samples", inputs, lambda: plots().plot_samples(images, ev.preprocessing))
 
 
 def _table(header: list[str], rows: list[list]) -> str:
