@@ -47,3 +47,49 @@ def test_bad_files_are_reported_and_the_rest_extracted(tmp_path):
     assert result.ok == [1] and result.features.shape == (1, 1280)
     assert set(result.failures) == {empty, junk}
     assert "empty file" in result.failures[empty] and "not a recognised image" in result.failures[junk]
+
+
+def test_a_warm_extraction_reads_no_image_and_still_sees_every_change(tmp_path, monkeypatch):
+    import os
+
+    import headstart.inference.features as features
+    from headstart.inference import file_hashes
+
+    monkeypatch.setattr(file_hashes, "RACY_SECONDS", 0)  # the files were written just now
+    reads = []
+    read_file = features.read_file
+    monkeypatch.setattr(features, "read_file", lambda path, *a: reads.append(path) or read_file(path, *a))
+    # Uncompressed BMPs of one size: a file rewritten with other pixels keeps its byte size.
+    files = [make_image(tmp_path / "data" / f"{i}.bmp", seed=i) for i in range(6)]
+    fx = FeatureExtractor(get_backbone("mobilenet_v2"), cache_dir=tmp_path / "cache")
+    first = fx.extract(files)
+    assert len(reads) == len(files)
+    reads.clear()
+    warm = fx.extract(files)
+    assert reads == [] and warm.computed == 0 and (warm.features == first.features).all()
+    assert warm.hashes == first.hashes
+
+    # New content under the same name, size and modification time: the change time still tells.
+    target, stat = files[0], files[0].stat()
+    make_image(target, colour=(20, 20, 220), seed=7)
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert target.stat().st_size == stat.st_size and target.stat().st_mtime_ns == stat.st_mtime_ns
+    changed = fx.extract(files)
+    assert reads == [target] and changed.computed == 1
+    fresh = FeatureExtractor(get_backbone("mobilenet_v2"), cache_dir=tmp_path / "other").extract([target])
+    assert (changed.features[0] == fresh.features[0]).all() and (changed.features[0] != first.features[0]).any()
+
+
+def test_file_hashes_skip_racy_files_and_survive_a_damaged_database(tmp_path):
+    from headstart.inference.file_hashes import DATABASE, FileHashes
+
+    image = make_image(tmp_path / "new.png", seed=3)
+    hashes = FileHashes(tmp_path / "cache")
+    known, stamps = hashes.lookup([image])
+    hashes.remember([(image, stamps[0], "ab" * 32)])
+    assert hashes.lookup([image])[0] == [None]  # written just now: not trusted yet
+
+    (tmp_path / "cache" / DATABASE).write_bytes(b"not a database" * 100)
+    damaged = FileHashes(tmp_path / "cache")
+    assert damaged.lookup([image]) == ([None], stamps)  # a warning, and hashing as before
+    assert damaged.path is None

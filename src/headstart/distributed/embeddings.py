@@ -362,7 +362,7 @@ def extract_on_ray(extractor: FeatureExtractor, paths: Sequence[Path], options: 
 
     flip = extractor.tta == "flip"
     caches = [extractor.cache()] + ([extractor.cache("-flip")] if flip else [])
-    hashes = hash_files(paths)
+    hashes = hash_files(paths, extractor.cache_root)
     missing = [p for p, h in zip(paths, hashes) if h is None or any(c is None or not c.has(h) for c in caches)]
     if not missing:
         return 0

@@ -25,7 +25,8 @@ class FeatureCache:
     (backbone, weights, preprocessing, augmentation view). Reads never unpickle."""
 
     def __init__(self, root: Path, key: str, dim: int):
-        self.dir = Path(root) / LAYOUT / key
+        self.root = Path(root)
+        self.dir = self.root / LAYOUT / key
         self.dim = dim
         self.usable = usable_cache_dir(self.dir)
 
@@ -76,6 +77,7 @@ class SplitCache:
 
     def __init__(self, parts: list[FeatureCache]):
         self.parts = parts
+        self.root = parts[0].root
         self.dim = sum(part.dim for part in parts)
         self._bounds = np.cumsum([0] + [part.dim for part in parts])
 

@@ -28,6 +28,7 @@ from ..fsutil import cache_root
 from ..hparams import TTA
 from ..preprocessing import Preprocessing
 from .cache import FeatureCache, SplitCache
+from .file_hashes import FileHashes
 from .runtime import (
     BATCH_SIZE,
     DECODE_AHEAD,
@@ -249,8 +250,12 @@ def prepare_image(
     preprocessing: Preprocessing,
     cache: FeatureCache | SplitCache | None,
     transform: Transform | None = None,
+    known_hash: str | None = None,
 ):
-    """Read, hash and (unless cached) decode one file: runs in worker threads."""
+    """Read, hash and (unless cached) decode one file: runs in worker threads. With `known_hash`
+    (the file's content hash, remembered by its stamp) a cached row is found without reading it."""
+    if known_hash is not None and cache is not None and (hit := cache.get(known_hash)) is not None:
+        return known_hash, hit, None, None
     try:
         data = read_file(path)
     except ImageDecodeError as e:
@@ -310,6 +315,8 @@ def batched_inference(
         pending_arr.clear()
 
     bus = as_bus(events)
+    file_hashes = FileHashes(cache.root) if cache is not None else None
+    known, stamps = file_hashes.lookup(paths) if file_hashes is not None else ([None] * n, [None] * n)
     with (
         bus.stage(stage, n, "images", description) as progress,
         ThreadPoolExecutor(num_threads()) as pool,
@@ -317,7 +324,10 @@ def batched_inference(
     ):
         # Decoding runs ahead of inference on the other core(s), bounded so memory stays flat.
         prepared = bounded_map(
-            pool, lambda p: prepare_image(p, preprocessing, cache, transform), paths, window=DECODE_AHEAD
+            pool,
+            lambda i: prepare_image(paths[i], preprocessing, cache, transform, known[i]),
+            range(n),
+            window=DECODE_AHEAD,
         )
         for i, (content_hash, hit, array, error) in enumerate(prepared):
             hashes[i] = content_hash
@@ -332,22 +342,31 @@ def batched_inference(
                     flush()
             progress.advance()
         flush()
+    if file_hashes is not None:  # hashed from the bytes this time: remembered for the next run
+        file_hashes.remember([(paths[i], stamps[i], hashes[i]) for i in range(n) if hashes[i] and not known[i]])
     ok = [i for i in range(n) if outputs[i] is not None]
     stacked = np.stack([outputs[i] for i in ok]).astype(np.float32) if ok else np.zeros((0, out_dim), np.float32)
     return Extraction(stacked, ok, failures, [hashes[i] for i in ok], computed)
 
 
-def hash_files(paths: Sequence[Path]) -> list[str | None]:
-    """Each file's content sha256 (None where unreadable), read on all cores."""
+def hash_files(paths: Sequence[Path], root: Path | None = None) -> list[str | None]:
+    """Each file's content sha256 (None where unreadable): remembered ones by their stamp (see
+    `FileHashes`, under cache `root`), the rest read on all cores."""
+    file_hashes = FileHashes(root)
+    known, stamps = file_hashes.lookup(paths)
 
-    def digest(path: Path) -> str | None:
+    def digest(i: int) -> str | None:
+        if known[i] is not None:
+            return known[i]
         try:
-            return hashlib.sha256(read_file(path)).hexdigest()
+            return hashlib.sha256(read_file(paths[i])).hexdigest()
         except ImageDecodeError:
             return None
 
     with ThreadPoolExecutor(num_threads()) as pool:
-        return list(pool.map(digest, paths))
+        hashes = list(pool.map(digest, range(len(paths))))
+    file_hashes.remember([(paths[i], stamps[i], hashes[i]) for i in range(len(paths)) if hashes[i] and not known[i]])
+    return hashes
 
 
 def load_crops(
