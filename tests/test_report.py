@@ -154,3 +154,14 @@ def test_figures_are_keyed_by_what_they_show(tmp_path):
     os.utime(folder / "f0.png")  # used just now
     prune(folder, budget=250)
     assert sorted(p.name for p in folder.iterdir()) == ["f0.png", "f3.png"]  # the least recently used went
+
+
+def test_the_sample_figure_shows_training_images_recorded_in_model_json(trained, small_hymenoptera):
+    import json
+
+    _, out, _ = trained
+    samples = json.loads((out / "model.json").read_text())["data"]["samples"]
+    assert set(samples) == {"ants", "bees"}
+    for name, paths in samples.items():
+        assert len(paths) == 6 and len(set(paths)) == 6
+        assert all(p.startswith(f"train/{name}/") and (small_hymenoptera / p).is_file() for p in paths)

@@ -12,10 +12,11 @@ import csv
 import html
 import io
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .bundle import is_bundle
 from .data.dataset import scan
+from .data.labelled import sample_images
 from .display import printable, spreadsheet_cell
 from .errors import HeadstartError
 from .evaluation.evaluation import Evaluation
@@ -167,9 +168,10 @@ def _samples(record: TrainingRecord, ev: Evaluation) -> FigureSpec | None:
         return None
     if root is None:
         return None
-    dataset = scan(root, 0.0, 0.0)
-    train = dataset.split("train")
-    images = {name: [s.path for s in train if s.label == i] for i, name in enumerate(dataset.classes)}
+    # model.json's picks (a model.json from before them: picked again), only inside the folder
+    picks = record.data.samples or sample_images(scan(root, 0.0, 0.0))
+    inside = lambda rel: not PurePosixPath(rel).is_absolute() and ".." not in PurePosixPath(rel).parts  # noqa: E731
+    images = {name: [root / rel for rel in paths if inside(rel)] for name, paths in picks.items()}
     stamps = file_stamps([path for paths in images.values() for path in paths])
     inputs = None if stamps is None else [stamps, list(images), ev.preprocessing.fingerprint]
     return FigureSpec("samples", inputs, lambda: plots().plot_samples(images, ev.preprocessing))

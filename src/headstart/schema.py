@@ -132,6 +132,7 @@ class DataSchema(BaseModel):
     classes: list[str] = []
     counts: dict[str, dict[str, int]] = {}
     skipped: list[SkippedSchema] = []
+    samples: dict[str, list[str]] = {}
 
 
 class FineTuneStageSchema(BaseModel):

@@ -24,6 +24,21 @@ class LabelledImages:
     skipped: dict[Path, str] = field(default_factory=dict)
 
 
+SAMPLE_CLASSES, SAMPLES_PER_CLASS = 12, 6
+
+
+def sample_images(dataset: Dataset) -> dict[str, list[str]]:
+    """Up to SAMPLES_PER_CLASS training images of each of the first SAMPLE_CLASSES classes, evenly
+    spread through each class's files (relative paths)."""
+    train = dataset.split("train")
+    samples = {}
+    for label, name in enumerate(dataset.classes[:SAMPLE_CLASSES]):
+        paths = [s.path for s in train if s.label == label]
+        picks = paths[:: max(1, len(paths) // SAMPLES_PER_CLASS)][:SAMPLES_PER_CLASS]
+        samples[name] = [p.relative_to(dataset.root).as_posix() for p in picks]
+    return samples
+
+
 @dataclass
 class DataSummary:
     """What a model was trained on, as recorded in model.json under "data"."""
@@ -36,6 +51,9 @@ class DataSummary:
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
     # The held-out images themselves, so that exports, reports and re-evaluations use exactly them.
     held_out: dict[str, list[list[str]]] = field(default_factory=dict)  # split -> [[relative path, class], ...]
+    # What the report's sample figure shows: a few training images of the first classes, spread
+    # over each class (relative paths), so that no report has to scan the folder again.
+    samples: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, dataset: Dataset) -> DataSummary:
@@ -54,6 +72,7 @@ class DataSummary:
                 for split in ("val", "test")
                 if dataset.split(split)
             },
+            samples=sample_images(dataset),
         )
 
     def to_dict(self) -> dict:

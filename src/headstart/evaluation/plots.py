@@ -300,14 +300,9 @@ def plot_dataset(counts: dict[str, dict[str, int]]) -> Figure:
     return fig
 
 
-def plot_samples(
-    images: dict[str, list[Path]], preprocessing: Preprocessing, per_class: int = 6, max_classes: int = 12
-) -> Image.Image:
-    """A few images of each class (`images`: class -> its image paths): a contact sheet (a PIL image)."""
-    sections = []
-    for name in list(images)[:max_classes]:
-        picks = images[name][:: max(1, len(images[name]) // per_class)][:per_class]
-        sections.append(Section(name, "#222222", [Tile(path, []) for path in picks]))
+def plot_samples(images: dict[str, list[Path]], preprocessing: Preprocessing) -> Image.Image:
+    """Sample images of each class (`images`: class -> the paths to show): a contact sheet (a PIL image)."""
+    sections = [Section(name, "#222222", [Tile(path, []) for path in paths]) for name, paths in images.items()]
     return contact_sheet(sections, preprocessing)
 
 
