@@ -250,12 +250,8 @@ def prepare_image(
     preprocessing: Preprocessing,
     cache: FeatureCache | SplitCache | None,
     transform: Transform | None = None,
-    known_hash: str | None = None,
 ):
-    """Read, hash and (unless cached) decode one file: runs in worker threads. With `known_hash`
-    (the file's content hash, remembered by its stamp) a cached row is found without reading it."""
-    if known_hash is not None and cache is not None and (hit := cache.get(known_hash)) is not None:
-        return known_hash, hit, None, None
+    """Read, hash and (unless cached) decode one file: runs in worker threads."""
     try:
         data = read_file(path)
     except ImageDecodeError as e:
@@ -322,14 +318,23 @@ def batched_inference(
         ThreadPoolExecutor(num_threads()) as pool,
         ThreadPoolExecutor(1) as writer,
     ):
+        # Rows of files known by their stamp are read first, here: per-file futures cost more than
+        # the reads, and threads contend for the GIL (2,496 rows: 0.34 s, 0.21 s, here 0.13 s).
+        for i in range(n):
+            if known[i] is not None and (row := cache.get(known[i])) is not None:
+                outputs[i], hashes[i] = row, known[i]
+        found = [i for i in range(n) if outputs[i] is not None]
+        if found:
+            progress.advance(len(found))
+        rest = [i for i in range(n) if outputs[i] is None]
         # Decoding runs ahead of inference on the other core(s), bounded so memory stays flat.
         prepared = bounded_map(
             pool,
-            lambda i: prepare_image(paths[i], preprocessing, cache, transform, known[i]),
-            range(n),
+            lambda i: (i, *prepare_image(paths[i], preprocessing, cache, transform)),
+            rest,
             window=DECODE_AHEAD,
         )
-        for i, (content_hash, hit, array, error) in enumerate(prepared):
+        for i, content_hash, hit, array, error in prepared:
             hashes[i] = content_hash
             if error is not None:
                 failures[Path(paths[i])] = error
