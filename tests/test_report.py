@@ -165,3 +165,19 @@ def test_the_sample_figure_shows_training_images_recorded_in_model_json(trained,
     for name, paths in samples.items():
         assert len(paths) == 6 and len(set(paths)) == 6
         assert all(p.startswith(f"train/{name}/") and (small_hymenoptera / p).is_file() for p in paths)
+
+
+def test_retraining_the_same_model_draws_no_figure_again(trained, small_hymenoptera, tmp_path, monkeypatch):
+    from headstart.evaluation import figure_cache
+
+    clf, out, _ = trained
+    again = headstart.train(small_hymenoptera)  # the same data and settings: the same model, other timings
+    assert again.record.history.seconds != clf.record.history.seconds
+
+    def draw(figure):
+        raise AssertionError(f"{figure.name} drawn again")
+
+    monkeypatch.setattr(figure_cache, "_draw", draw)
+    report = again.report(tmp_path / "again")
+    assert (tmp_path / "again" / "curves.png").read_bytes() == (out / "curves.png").read_bytes()
+    assert report.path.is_file()

@@ -131,10 +131,9 @@ def write_report(
 def _figures(ev: Evaluation, record: TrainingRecord) -> list[FigureSpec]:
     """The report's figures, each with exactly what it shows (the key of its cached PNG)."""
     history, tuned = record.history.to_dict(), record.fine_tune.to_dict() if record.fine_tune else None
+    curves = [{k: v for k, v in h.items() if not k.endswith("seconds")} if h else h for h in (history, tuned)]
     figures = [
-        FigureSpec("curves", [history, tuned], lambda: plots().plot_curves(history, tuned))
-        if record.history.val_loss
-        else None,
+        FigureSpec("curves", curves, lambda: plots().plot_curves(history, tuned)) if record.history.val_loss else None,
         FigureSpec("confusion", [ev.metrics.confusion, ev.classes, ev.split], ev.plot_confusion),
         FigureSpec("calibration", [ev.labels, ev.probabilities, ev.uncalibrated], ev.plot_calibration),
         FigureSpec("mistakes", _mistakes_inputs(ev), ev.plot_mistakes),
