@@ -93,3 +93,16 @@ def test_file_hashes_skip_racy_files_and_survive_a_damaged_database(tmp_path):
     damaged = FileHashes(tmp_path / "cache")
     assert damaged.lookup([image]) == ([None], stamps)  # a warning, and hashing as before
     assert damaged.path is None
+
+
+def test_file_hashes_remember_names_that_are_not_utf8(tmp_path, monkeypatch):
+    import os
+
+    from headstart.inference import file_hashes
+
+    monkeypatch.setattr(file_hashes, "RACY_SECONDS", 0)
+    image = make_image(tmp_path / os.fsdecode(b"caf\xe9.png"), seed=4)
+    hashes = file_hashes.FileHashes(tmp_path / "cache")
+    _, stamps = hashes.lookup([image])
+    hashes.remember([(image, stamps[0], "cd" * 32)])
+    assert hashes.lookup([image])[0] == ["cd" * 32]

@@ -20,11 +20,16 @@ from pathlib import Path
 
 from ..fsutil import cache_root, usable_cache_dir, warn_once
 
-DATABASE = "file-hashes-v1.sqlite"
+DATABASE = "file-hashes-v2.sqlite"
 RACY_SECONDS = 3  # coarser than any file system's timestamp tick headstart is likely to meet
 BATCH = 500  # paths per query: under SQLite's limit on bound parameters
 
 Stamp = tuple[int, int, int, int]  # size, inode, mtime_ns, ctime_ns
+
+
+def _key(path: str | Path) -> bytes:
+    """The absolute path as the file system's bytes: names need not be valid UTF-8."""
+    return os.fsencode(os.path.abspath(path))
 
 
 def stamp_of(path: str | Path) -> Stamp | None:
@@ -45,7 +50,7 @@ class FileHashes:
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)
         db.execute(
-            "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, inode INTEGER, "
+            "CREATE TABLE IF NOT EXISTS hashes (path BLOB PRIMARY KEY, size INTEGER, inode INTEGER, "
             "mtime_ns INTEGER, ctime_ns INTEGER, sha256 TEXT)"
         )
         return db
@@ -53,7 +58,7 @@ class FileHashes:
     def lookup(self, paths: Sequence[str | Path]) -> tuple[list[str | None], list[Stamp | None]]:
         """The remembered hash of each path whose stamp is unchanged (else None), and every stamp."""
         stamps = [stamp_of(p) for p in paths]
-        names = [os.path.abspath(p) for p in paths]
+        names = [_key(p) for p in paths]
         rows = self._rows(names)
         hashes = [
             row[5] if (row := rows.get(name)) is not None and stamp is not None and tuple(row[1:5]) == stamp else None
@@ -61,10 +66,10 @@ class FileHashes:
         ]
         return hashes, stamps
 
-    def _rows(self, names: list[str]) -> dict[str, tuple]:
+    def _rows(self, names: list[bytes]) -> dict[bytes, tuple]:
         if self.path is None:
             return {}
-        found: dict[str, tuple] = {}
+        found: dict[bytes, tuple] = {}
         try:
             with closing(self._connect()) as db:
                 for start in range(0, len(names), BATCH):
@@ -82,7 +87,7 @@ class FileHashes:
             return
         settled = time.time_ns() - RACY_SECONDS * 10**9
         rows = [
-            (os.path.abspath(p), *stamp, digest)
+            (_key(p), *stamp, digest)
             for p, stamp, digest in entries
             if stamp is not None and digest is not None and max(stamp[2], stamp[3]) < settled
         ]
