@@ -5,6 +5,7 @@ import csv
 import io
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,8 +127,12 @@ print(json.dumps("matplotlib" in sys.modules))
         assert (tmp_path / "again" / f"{name}.png").read_bytes() == (out / f"{name}.png").read_bytes(), name
 
 
-def test_figures_are_keyed_by_what_they_show(tmp_path):
-    from headstart.evaluation.figure_cache import FigureSpec, content_key, prune, render
+def test_figures_are_keyed_by_what_they_show(tmp_path, monkeypatch):
+    from headstart.evaluation.figure_cache import FigureSpec, content_key, file_stamps, prune, render
+
+    (tmp_path / "a.png").write_bytes(b"png")
+    monkeypatch.chdir(tmp_path)  # a folder named relatively (train) or absolutely (report): one key
+    assert file_stamps([Path("a.png")]) == file_stamps([tmp_path / "a.png"]) != file_stamps([tmp_path / "b"])
 
     assert content_key([1, "a"]) != content_key(["1", "a"])
     assert content_key(np.zeros(4, np.float32)) != content_key(np.zeros(4, np.float64))

@@ -63,10 +63,10 @@ def _feed(digest, value) -> None:
 
 
 def file_stamps(paths) -> list | None:
-    """(name, size, modification time) of each file, or None when one can't be read: what a figure
-    showing those images depends on."""
+    """(absolute name, size, modification time) of each file, or None when one can't be read: what
+    a figure showing those images depends on, however the folder was named on the command line."""
     try:
-        return [(str(p), (s := os.stat(p)).st_size, s.st_mtime_ns) for p in paths]
+        return [(os.path.abspath(p), (s := os.stat(p)).st_size, s.st_mtime_ns) for p in paths]
     except OSError:
         return None
 
