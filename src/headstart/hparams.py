@@ -114,9 +114,9 @@ class HParams:
     epochs: int = knob(
         100, "adamw: maximum epochs; early stopping on validation loss usually ends sooner", OPTIMISATION
     )
-    batch_size: int = knob(32, "adamw: examples per optimiser step", OPTIMISATION)
+    batch_size: int = knob(32, "adamw head and fine-tuning: examples per optimiser step", OPTIMISATION)
     learning_rate: float = knob(1e-3, "adamw: learning rate", OPTIMISATION, flag="--lr")
-    weight_decay: float = knob(1e-4, "adamw: weight decay", OPTIMISATION)
+    weight_decay: float = knob(1e-4, "adamw head and fine-tuning: weight decay", OPTIMISATION)
     label_smoothing: float = knob(0.0, "share of each target spread over the other classes", OPTIMISATION)
     patience: int = knob(10, "adamw: epochs without a lower validation loss before stopping", OPTIMISATION)
     class_weights: str = knob(
