@@ -86,7 +86,7 @@ def test_file_hashes_skip_racy_files_and_survive_a_damaged_database(tmp_path):
     image = make_image(tmp_path / "new.png", seed=3)
     hashes = FileHashes(tmp_path / "cache")
     known, stamps = hashes.lookup([image])
-    hashes.remember([(image, stamps[0], "ab" * 32)])
+    hashes.remember([image], stamps, ["ab" * 32], [None])
     assert hashes.lookup([image])[0] == [None]  # written just now: not trusted yet
 
     (tmp_path / "cache" / DATABASE).write_bytes(b"not a database" * 100)
@@ -104,5 +104,7 @@ def test_file_hashes_remember_names_that_are_not_utf8(tmp_path, monkeypatch):
     image = make_image(tmp_path / os.fsdecode(b"caf\xe9.png"), seed=4)
     hashes = file_hashes.FileHashes(tmp_path / "cache")
     _, stamps = hashes.lookup([image])
-    hashes.remember([(image, stamps[0], "cd" * 32)])
+    hashes.remember([image], stamps, ["cd" * 32], [None])
+    assert hashes.lookup([image])[0] == ["cd" * 32]
+    hashes.remember([image], stamps, ["ef" * 32], ["cd" * 32])  # known already: not written again
     assert hashes.lookup([image])[0] == ["cd" * 32]

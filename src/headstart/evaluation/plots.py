@@ -96,11 +96,7 @@ def _plot_epochs(axes, stages: list[tuple[str, dict, int]], title: str = "") -> 
             ax.axvline(n1 + 0.5, color="black", lw=1.2, label="stage 1 | stage 2 (fine-tuning)")
         if best:
             ax.axvline(best, color="grey", ls="--", lw=1, label=f"best epoch ({best}, restored)")
-        ax.set_title(name + title)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        if key == "accuracy":
-            ax.set_ylim(min(0.5, ax.get_ylim()[0]), 1.02)
+        _finish_axis(ax, key, name + title, "epoch")
     axes[0].legend(fontsize=8, loc="upper right")
 
 
@@ -115,12 +111,17 @@ def _plot_path(axes, history: dict, title: str = "") -> None:
             ax.axvline(kept, color="grey", ls="--", lw=1, label=f"kept: L2 {kept:.3g} (lowest validation loss)")
         ax.set_xscale("log")
         ax.set_xlim(l2.max() * 2, l2.min() / 2)  # weaker penalty, more closely fitted: to the right
-        ax.set_title(name + title)
-        ax.set_xlabel("L2 strength (weaker →)")
-        ax.grid(alpha=0.3)
-        if key == "accuracy":
-            ax.set_ylim(min(0.5, ax.get_ylim()[0]), 1.02)
+        _finish_axis(ax, key, name + title, "L2 strength (weaker →)")
     axes[0].legend(fontsize=8, loc="upper right")
+
+
+def _finish_axis(ax, key: str, title: str, xlabel: str) -> None:
+    """Title, x label and grid of a curves panel; accuracy panels span at least 0.5 to 1."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3)
+    if key == "accuracy":
+        ax.set_ylim(min(0.5, ax.get_ylim()[0]), 1.02)
 
 
 def _short(name: str, width: int = 18, lines: int = 2) -> str:

@@ -323,10 +323,9 @@ def batched_inference(
         for i in range(n):
             if known[i] is not None and (row := cache.get(known[i])) is not None:
                 outputs[i], hashes[i] = row, known[i]
-        found = [i for i in range(n) if outputs[i] is not None]
-        if found:
-            progress.advance(len(found))
         rest = [i for i in range(n) if outputs[i] is None]
+        if len(rest) < n:
+            progress.advance(n - len(rest))
         # Decoding runs ahead of inference on the other core(s), bounded so memory stays flat.
         prepared = bounded_map(
             pool,
@@ -348,7 +347,7 @@ def batched_inference(
             progress.advance()
         flush()
     if file_hashes is not None:  # hashed from the bytes this time: remembered for the next run
-        file_hashes.remember([(paths[i], stamps[i], hashes[i]) for i in range(n) if hashes[i] and not known[i]])
+        file_hashes.remember(paths, stamps, hashes, known)
     ok = [i for i in range(n) if outputs[i] is not None]
     stacked = np.stack([outputs[i] for i in ok]).astype(np.float32) if ok else np.zeros((0, out_dim), np.float32)
     return Extraction(stacked, ok, failures, [hashes[i] for i in ok], computed)
@@ -370,7 +369,7 @@ def hash_files(paths: Sequence[Path], root: Path | None = None) -> list[str | No
 
     with ThreadPoolExecutor(num_threads()) as pool:
         hashes = list(pool.map(digest, range(len(paths))))
-    file_hashes.remember([(paths[i], stamps[i], hashes[i]) for i in range(len(paths)) if hashes[i] and not known[i]])
+    file_hashes.remember(paths, stamps, hashes, known)
     return hashes
 
 

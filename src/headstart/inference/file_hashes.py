@@ -81,15 +81,22 @@ class FileHashes:
             return {}
         return found
 
-    def remember(self, entries: Sequence[tuple[str | Path, Stamp | None, str]]) -> None:
-        """Record (path, stamp taken before reading it, content sha256), skipping racy stamps."""
+    def remember(
+        self,
+        paths: Sequence[str | Path],
+        stamps: Sequence[Stamp | None],
+        hashes: Sequence[str | None],
+        known: Sequence[str | None],
+    ) -> None:
+        """Record the hashes just computed (`lookup`'s stamps, taken before reading; None where a
+        file could not be read), skipping those `lookup` already knew and racy stamps."""
         if self.path is None:
             return
         settled = time.time_ns() - RACY_SECONDS * 10**9
         rows = [
             (_key(p), *stamp, digest)
-            for p, stamp, digest in entries
-            if stamp is not None and digest is not None and max(stamp[2], stamp[3]) < settled
+            for p, stamp, digest, old in zip(paths, stamps, hashes, known)
+            if digest is not None and old is None and stamp is not None and max(stamp[2], stamp[3]) < settled
         ]
         if not rows:
             return

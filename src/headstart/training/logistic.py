@@ -55,8 +55,10 @@ def fit_logistic(
     history = History()
     theta, starts = None, [None] * len(judges)
     best, stopping = None, EarlyStopping(patience=1)  # validation loss is U-shaped along the path
+    held_out = sum(len(judge.y) for _, judge in judges)
     with as_bus(events).stage("train_head", len(strengths), "fits", "Training head (L-BFGS)") as progress:
         for l2 in strengths:
+            fit_started = time.perf_counter()
             theta = train.fit(l2, theta)
             losses, accuracies = [], []
             for k, (fit_on, judge) in enumerate(judges):
@@ -65,9 +67,9 @@ def fit_logistic(
                 params = theta if fit_on is None else starts[k]
                 losses.append(judge.loss(params) * len(judge.y))
                 accuracies.append(judge.accuracy(params) * len(judge.y))
-            held_out = sum(len(judge.y) for _, judge in judges)
             val_loss, val_accuracy = sum(losses) / held_out, sum(accuracies) / held_out
-            history.add_epoch(train.loss(theta), train.accuracy(theta), val_loss, val_accuracy, 0.0)
+            seconds = time.perf_counter() - fit_started
+            history.add_epoch(train.loss(theta), train.accuracy(theta), val_loss, val_accuracy, seconds)
             history.l2.append(l2)
             if stopping.update(val_loss):
                 best, history.best_epoch = theta, len(history.l2)
