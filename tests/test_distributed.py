@@ -20,9 +20,9 @@ from headstart import HeadstartError
 from headstart.backbones import get_backbone
 from headstart.distributed.cluster import RayOptions, ray_cluster
 from headstart.distributed.embeddings import MANIFEST, embed, import_features
-from headstart.distributed.predict import PredictionFile
 from headstart.events import Cancelled
 from headstart.inference.features import FeatureExtractor
+from headstart.inference.prediction_file import PredictionFile
 from headstart.inference.predictor import Predictions
 from tests.test_cli import headstart_cli
 
@@ -71,7 +71,7 @@ def ray_workers() -> list[int]:
 
 
 def test_ray_embedding_equals_the_single_process_cache(cluster, hymenoptera_copy, tmp_path):
-    result = embed(hymenoptera_copy, tmp_path / "features", engine="ray", ray=OPTIONS, shard_size=100, quiet=True)
+    result = embed(hymenoptera_copy, tmp_path / "features", ray=OPTIONS, shard_size=100, quiet=True)
     assert (result.images, result.shards, result.written, result.failures) == (398, 4, 4, {})
     on_ray = read_shards(tmp_path / "features")
     here = single_process([Path(p) for p in on_ray])
@@ -92,9 +92,7 @@ def test_killing_a_worker_mid_job_still_completes(cluster, hymenoptera_copy, tmp
             os.kill(pids[0], signal.SIGKILL)
             killed.append(pids[0])
 
-    result = embed(
-        hymenoptera_copy / "val", tmp_path / "f", engine="ray", ray=OPTIONS, shard_size=50, on_event=kill_one
-    )
+    result = embed(hymenoptera_copy / "val", tmp_path / "f", ray=OPTIONS, shard_size=50, on_event=kill_one)
     assert killed, "no Ray worker process was found to kill"
     assert result.written == result.shards == 4 and not result.failures
     on_ray = read_shards(tmp_path / "f")
@@ -110,10 +108,10 @@ def test_a_rerun_after_an_interrupted_job_skips_finished_shards(cluster, hymenop
             raise Cancelled()
 
     with pytest.raises(Cancelled):
-        embed(hymenoptera_copy / "val", out, engine="ray", ray=OPTIONS, shard_size=40, on_event=stop_after_a_shard)
+        embed(hymenoptera_copy / "val", out, ray=OPTIONS, shard_size=40, on_event=stop_after_a_shard)
     finished = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
     assert 1 <= len(finished) < 4
-    result = embed(hymenoptera_copy / "val", out, engine="ray", ray=OPTIONS, shard_size=40, quiet=True)
+    result = embed(hymenoptera_copy / "val", out, ray=OPTIONS, shard_size=40, quiet=True)
     assert result.skipped == len(finished) and result.written == 4 - len(finished)
     assert all(out.joinpath(name).stat().st_mtime_ns == t for name, t in finished.items())  # not rewritten
     whole = read_shards(out)
@@ -242,7 +240,7 @@ def test_a_killed_ddp_run_resumes_from_rank_0s_checkpoint(alpaca, tmp_path):
 
 
 def test_embed_labels_by_folder_and_takes_any_folder(tmp_path):
-    from headstart.distributed.embeddings import Images
+    from headstart.data.labelled import FolderImages as Images
     from tests.helpers import make_image
 
     make_image(tmp_path / "one" / "cats" / "a.png")  # one class: no training set, still labelled

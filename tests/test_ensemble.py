@@ -10,7 +10,8 @@ import pytest
 import headstart
 from headstart.backbones import EnsembleSpec, get_backbone
 from headstart.errors import HeadstartError
-from headstart.inference.features import EnsembleExtractor, feature_extractor, load_crops
+from headstart.inference.features import EnsembleExtractor, feature_extractor
+from headstart.inference.pipeline import load_crops
 from tests.test_cli import headstart_cli
 
 PAIR = "mobilenet_v2+efficientnet_lite1"  # different sizes (224, 240) and normalisations

@@ -52,7 +52,7 @@ def test_bad_files_are_reported_and_the_rest_extracted(tmp_path):
 def test_a_warm_extraction_reads_no_image_and_still_sees_every_change(tmp_path, monkeypatch):
     import os
 
-    import headstart.inference.features as features
+    import headstart.inference.pipeline as features
     from headstart.inference import file_hashes
 
     monkeypatch.setattr(file_hashes, "RACY_SECONDS", 0)  # the files were written just now

@@ -15,6 +15,7 @@ import torch
 
 import headstart
 from headstart.backbones import get_backbone
+from headstart.data.augment import augmentation_of
 from headstart.errors import HeadstartError
 from headstart.hparams import HParams
 from headstart.inference.graph import build_head
@@ -46,7 +47,7 @@ def test_fine_tuning_never_moves_batchnorm_statistics(small_hymenoptera, augment
     labels = np.array([p.parent.name == "bees" for p in paths], dtype=np.int64)
     hp = HParams(fine_tune=3, fine_tune_epochs=2, batch_size=4, fine_tune_patience=5, augment=augment)
     head = build_head(1280, 2)
-    fine_tune(FineTuneStage(backbone, head, PP, (paths, labels), (paths, labels), hp, hp.augmentation()))
+    fine_tune(FineTuneStage(backbone, head, PP, (paths, labels), (paths, labels), hp, augmentation_of(hp)))
     after = bn_buffers(backbone)
     assert before_bn.keys() == after.keys() and len(after) > 100
     assert all(torch.equal(before_bn[k], after[k]) for k in after)

@@ -18,7 +18,7 @@ from headstart.bundle import integrity, load_model
 from headstart.data.images import ImageDecodeError, decode
 from headstart.errors import HeadstartError
 from headstart.inference.exported import ExportedModel
-from headstart.training.checkpoint import load_checkpoint, save_checkpoint
+from headstart.training.checkpoint import CheckpointState, FinishedHead, load_checkpoint, save_checkpoint
 from tests.test_hostile import foreign_onnx
 
 FUZZ = settings(
@@ -99,8 +99,8 @@ def test_checkpoint_fuzz(tmp_path_factory, data):
     import torch
 
     directory = tmp_path_factory.mktemp("c") / "run.checkpoint"
-    state = {"fingerprint": "f" * 64, "stage1": {"epoch": 2, "head": {"w": torch.ones(2, 3)}}, "stage1_done": False}
-    save_checkpoint(directory, state)
+    state = CheckpointState("f" * 64, head=FinishedHead({"w": torch.ones(2, 3)}, {"val_loss": [0.5]}))
+    save_checkpoint(directory, state.to_tree())
     meta = json.loads((directory / "state.json").read_text())
     where = data.draw(st.sampled_from(list(paths_of(meta))), label="field")
     (directory / "state.json").write_text(json.dumps(replaced(meta, where, data.draw(json_values, label="value"))))
@@ -112,7 +112,7 @@ def test_checkpoint_fuzz(tmp_path_factory, data):
         loaded = load_checkpoint(directory, "f" * 64)
     except HeadstartError:
         return
-    assert torch.equal(loaded["stage1"]["head"]["w"], torch.ones(2, 3))  # accepted: intact
+    assert torch.equal(loaded.head.head["w"], torch.ones(2, 3))  # accepted: intact
 
 
 def encoded(fmt: str, mode: str) -> bytes:

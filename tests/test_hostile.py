@@ -361,7 +361,7 @@ def test_damaged_cache_entries_are_reported_once_and_recomputed(small_hymenopter
         second = headstart.train(small_hymenoptera, hidden=(8,), seed=1)
     warnings = [r.message for r in caplog.records if "damaged" in r.message]
     assert len(warnings) == 1
-    assert second.record.timings["images_computed"] == 3  # the three damaged ones, nothing else
+    assert second.record.timings.images_computed == 3  # the three damaged ones, nothing else
     assert second.metrics.accuracy == first.metrics.accuracy
     assert all(e.stat().st_size == 1280 * 4 + 32 for e in entries[:3])  # rewritten whole
 

@@ -71,7 +71,7 @@ def test_non_default_flags_round_trip_through_model_json(colour_folder, tmp_path
 
     import headstart
     from headstart.cli import build_parser
-    from headstart.hparams import hparams_from_args
+    from headstart.cli.arguments import hparams_from_args
 
     argv = ["train", "data"]
     for f in fields(HParams):
@@ -110,7 +110,7 @@ def test_replace_checks_names_and_values():
 
 def test_presets_set_backbone_and_tta_and_given_flags_win(capsys, monkeypatch):
     from headstart.cli import build_parser
-    from headstart.hparams import hparams_from_args
+    from headstart.cli.arguments import hparams_from_args
     from headstart.presets import PRESETS
 
     best = HParams(epochs=5).with_preset("best")

@@ -4,9 +4,9 @@ import math
 
 import torch
 
+from headstart.evaluation.record import History
 from headstart.events import EventBus
 from headstart.training.loop import fit_epochs, seed_everything
-from headstart.training.record import History
 from headstart.training.stopping import EarlyStopping
 
 
@@ -84,4 +84,4 @@ def test_resuming_from_any_snapshot_repeats_the_uninterrupted_run():
         resumed = run(stage, resume=snapshot)
         assert resumed.val_loss == straight.val_loss and resumed.best_epoch == straight.best_epoch
         assert resumed.step_loss == straight.step_loss and float(stage.w) == float(straight_stage.w)
-        assert stage.orders[snapshot["epoch"] :] == straight_stage.orders[snapshot["epoch"] :]  # same shuffles
+        assert stage.orders[snapshot.epoch :] == straight_stage.orders[snapshot.epoch :]  # same shuffles

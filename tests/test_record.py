@@ -5,7 +5,7 @@ import json
 import pytest
 
 import headstart
-from headstart.training.record import History, TrainingRecord
+from headstart.evaluation.record import History, TrainingRecord
 
 MODEL_JSON_FIELDS = {
     "data",

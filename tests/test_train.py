@@ -7,7 +7,7 @@ def test_same_seed_same_data_gives_identical_metrics(small_hymenoptera):
     a = headstart.train(small_hymenoptera, seed=3)
     b = headstart.train(small_hymenoptera, seed=3)
     assert a.metrics == b.metrics and a.record.history.val_loss == b.record.history.val_loss
-    assert b.record.timings["images_computed"] == 0  # second run: every feature from the cache
+    assert b.record.timings.images_computed == 0  # second run: every feature from the cache
 
 
 def test_learns_separable_classes(colour_folder):

@@ -11,7 +11,8 @@ import headstart
 from headstart.backbones import get_backbone
 from headstart.errors import HeadstartError
 from headstart.hparams import HParams
-from headstart.inference.features import feature_extractor, load_crops
+from headstart.inference.features import feature_extractor
+from headstart.inference.pipeline import load_crops
 from tests.test_cli import headstart_cli
 
 

@@ -30,7 +30,7 @@ _LAZY = {
     "Prediction": "inference.predictor",
     "Predictions": "inference.predictor",
     "Predictor": "inference.predictor",
-    "TrainingRecord": "training.record",
+    "TrainingRecord": "evaluation.record",
     "TrainingRun": "training.run",
 }
 
@@ -38,13 +38,13 @@ if TYPE_CHECKING:
     from .classifier import Classifier, load, train
     from .errors import HeadstartError
     from .evaluation.evaluation import Evaluation
+    from .evaluation.record import TrainingRecord
     from .events import Cancelled, Event, EventBus
     from .hparams import HParams
     from .inference.exported import ExportedModel
     from .inference.model import Model
     from .inference.predictor import Prediction, Predictions, Predictor
     from .training.compare import compare
-    from .training.record import TrainingRecord
     from .training.run import TrainingRun
 
 

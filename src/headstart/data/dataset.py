@@ -104,6 +104,14 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def split_folders(root: Path) -> dict[str, Path]:
+    """The split folders of a pre-split dataset (`train/`, `val/` or `valid/`..., `test/`) by split
+    name; none (empty) when `root` is laid out `<class>/<image>`, i.e. has no train folder."""
+    subdirs = {SPLIT_ALIASES.get(p.name.lower()): p for p in _class_dirs(root)}
+    subdirs.pop(None, None)
+    return subdirs if "train" in subdirs else {}
+
+
 def _files(class_dir: Path, skipped: list[Skipped], progress: StageProgress | None = None) -> list[Path]:
     """Image files below a class folder (recursively), hidden ones ignored, others recorded."""
     out = []
@@ -144,10 +152,9 @@ def scan(
 def _scan(
     root: Path, val_fraction: float, test_fraction: float, seed: int, pattern, progress: StageProgress
 ) -> Dataset:
-    subdirs = {SPLIT_ALIASES.get(p.name.lower()): p for p in _class_dirs(root)}
-    subdirs.pop(None, None)
+    subdirs = split_folders(root)
     skipped: list[Skipped] = []
-    if "train" in subdirs:
+    if subdirs:
         classes = [p.name for p in _class_dirs(subdirs["train"])]
         index = {name: i for i, name in enumerate(classes)}
         samples = []

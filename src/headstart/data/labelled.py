@@ -10,7 +10,8 @@ import numpy as np
 
 from ..errors import HeadstartError
 from ..events import EventBus
-from .dataset import Dataset, scan
+from .dataset import SPLIT_ALIASES, Dataset, scan, split_folders
+from .images import collect_images
 
 
 @dataclass
@@ -105,6 +106,38 @@ class DataSummary:
         dataset = scan(root, 0.0, 0.0)
         pool = [s.path for s in (dataset.split("train") if dataset.presplit else dataset.samples) if s.path not in held]
         return pool[:: max(1, len(pool) // limit)][:limit]
+
+
+@dataclass
+class FolderImages:
+    """Every image below a folder, in order, with its class name where the folder gives one (what
+    `headstart embed` reads: any folder will do, unlike training)."""
+
+    paths: list[Path]
+    labels: list[str | None]
+    classes: list[str]
+
+    @classmethod
+    def of(cls, data: str | Path) -> FolderImages:
+        """Every image below `data`, labelled by folder as `train` reads it: <class>/<image>, or
+        <split>/<class>/<image> when there is a train/ folder. Unlike training, any folder will do
+        (one class, images loose at the top: those get no label)."""
+        root = Path(data).expanduser()
+        if not root.is_dir():
+            raise HeadstartError(f"{root}: no such folder")
+        paths, _ = collect_images([root])
+        if not paths:
+            raise HeadstartError(f"{root}: holds no image files")
+        presplit = bool(split_folders(root))
+
+        def label(path: Path) -> str | None:
+            parts = path.relative_to(root).parts[:-1]
+            if presplit and parts and SPLIT_ALIASES.get(parts[0].lower()):
+                parts = parts[1:]
+            return parts[0] if parts else None
+
+        labels = [label(p) for p in paths]
+        return cls(paths, labels, sorted({name for name in labels if name is not None}))
 
 
 def labelled_folder(data: str | Path, classes: list[str], events: EventBus | None = None) -> LabelledImages:

@@ -17,38 +17,15 @@ import importlib.util
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from ..errors import HeadstartError
+from ..options import RayOptions
 
 INSTALL_HINT = "install the Ray extra: pip install 'headstart[ray]'"
 
 
-@dataclass(frozen=True)
-class RayOptions:
-    """Where and how wide a Ray job runs.
-
-    Attributes:
-        address: an existing cluster ("ray://host:10001", "host:6379" or "auto"); None starts a
-            local one on this machine (loopback only) for the job's lifetime.
-        workers: backbone actors (each one process running onnxruntime).
-        cpus_per_worker: CPUs each actor claims, and its onnxruntime threads.
-        reserved_cpus: CPUs left for reading and decoding tasks (never 0: see the module's notes).
-        no_progress_timeout: seconds without a finished batch before the job is called stuck.
-    """
-
-    address: str | None = None
-    workers: int = 2
-    cpus_per_worker: int = 1
-    reserved_cpus: int = 1
-    no_progress_timeout: float = 300.0
-
-    def __post_init__(self):
-        if self.workers < 1 or self.cpus_per_worker < 1 or self.reserved_cpus < 1:
-            raise HeadstartError("Ray: --workers, CPUs per worker and reserved CPUs must each be at least 1")
-
-
 def require_ray() -> None:
+    """A one-line error unless Ray Data and pyarrow are installed."""
     if importlib.util.find_spec("ray") is None or importlib.util.find_spec("pyarrow") is None:
         raise HeadstartError(f"--engine ray needs Ray Data and pyarrow: {INSTALL_HINT}")
 

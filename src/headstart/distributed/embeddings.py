@@ -9,7 +9,7 @@
 
 Shards are written whole and atomically, each stamped with a digest of its paths and the recipe:
 a rerun of the same job skips the shards already there, so an interrupted job resumes where it
-stopped. One process or Ray (`engine="ray"`) writes the same files.
+stopped. One process or Ray (`ray=RayOptions(...)`) writes the same files.
 """
 
 from __future__ import annotations
@@ -25,52 +25,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backbones import get_backbone
+from ..backbones import DEFAULT_BACKBONE, get_backbone
+from ..data.labelled import FolderImages
 from ..errors import HeadstartError
 from ..events import EventBus
 from ..fsutil import atomic_write_bytes
 from ..inference.features import Extraction, FeatureExtractor, feature_extractor, mirror
+from ..options import TTA, RayOptions
 from ..progress import event_bus
 from . import SHARD_SIZE
-from .cluster import INSTALL_HINT, RayOptions, ray_cluster
+from .cluster import INSTALL_HINT, ray_cluster
 
 FORMAT = "headstart-embeddings-v1"
 MANIFEST = "_headstart.json"  # "_": Parquet readers (pyarrow, pandas, Spark) skip it when reading the folder
 STAMP = b"headstart.shard"  # the Parquet key-value metadata naming what a shard holds
-
-
-@dataclass
-class Images:
-    """The images of a job, in order, with their class names where the folder has classes."""
-
-    paths: list[Path]
-    labels: list[str | None]
-    classes: list[str]
-
-    @classmethod
-    def of(cls, data: str | Path) -> Images:
-        """Every image below `data`, labelled by folder as `train` reads it: <class>/<image>, or
-        <split>/<class>/<image> when there is a train/ folder. Unlike training, any folder will do
-        (one class, images loose at the top: those get no label)."""
-        from ..data.dataset import SPLIT_ALIASES
-        from ..data.images import collect_images
-
-        root = Path(data).expanduser()
-        if not root.is_dir():
-            raise HeadstartError(f"{root}: no such folder")
-        paths, _ = collect_images([root])
-        if not paths:
-            raise HeadstartError(f"{root}: holds no image files")
-        presplit = any(SPLIT_ALIASES.get(p.name.lower()) == "train" for p in root.iterdir() if p.is_dir())
-
-        def label(path: Path) -> str | None:
-            parts = path.relative_to(root).parts[:-1]
-            if presplit and parts and SPLIT_ALIASES.get(parts[0].lower()):
-                parts = parts[1:]
-            return parts[0] if parts else None
-
-        labels = [label(p) for p in paths]
-        return cls(paths, labels, sorted({name for name in labels if name is not None}))
 
 
 @dataclass
@@ -109,7 +77,7 @@ def _require_pyarrow():
 class ShardWriter:
     """Writes the shards of one job under `out`, checking an existing manifest first."""
 
-    def __init__(self, out: Path, extractor: FeatureExtractor, images: Images, shard_size: int):
+    def __init__(self, out: Path, extractor: FeatureExtractor, images: FolderImages, shard_size: int):
         _require_pyarrow()
         if shard_size < 1:
             raise HeadstartError("--shard-size must be at least 1")
@@ -205,9 +173,8 @@ def _vectors(rows: np.ndarray, ok: np.ndarray, dim: int):
 def embed(
     data: str | Path,
     out: str | Path,
-    backbone: str = "mobilenet_v2",
-    tta: str = "none",
-    engine: str = "local",
+    backbone: str = DEFAULT_BACKBONE,
+    tta: TTA = "none",
     ray: RayOptions | None = None,
     shard_size: int = SHARD_SIZE,
     weights: str | Path | None = None,
@@ -222,23 +189,20 @@ def embed(
         out: the folder to write.
         backbone: a name from `headstart backbones` (ensembles too).
         tta: "flip" also stores each image's mirror-image features.
-        engine: "local" (this process) or "ray".
-        ray: where and how wide the Ray job runs (default: a local cluster, 2 workers).
+        ray: run on a Ray cluster, there and that wide (None: in this process).
         shard_size: images per Parquet file.
     """
     started = time.perf_counter()
-    if engine not in ("local", "ray"):
-        raise HeadstartError(f"unknown engine {engine!r}: use local or ray")
     events = event_bus(on_event, quiet)
-    images = Images.of(data)
+    images = FolderImages.of(data)
     extractor = feature_extractor(get_backbone(backbone), weights, tta=tta)
     writer = ShardWriter(Path(out).expanduser(), extractor, images, shard_size)
     pending = writer.pending()
     total = sum(len(writer.span(s)) for s in pending)
     failures: dict[Path, str] = {}
-    with events.stage("embed", total, "images", f"Embedding on {engine}") as progress:
-        if engine == "ray":
-            _embed_on_ray(writer, extractor, pending, ray or RayOptions(), progress, failures)
+    with events.stage("embed", total, "images", f"Embedding on {'Ray' if ray else 'this machine'}") as progress:
+        if ray is not None:
+            _embed_on_ray(writer, extractor, pending, ray, progress, failures)
         else:
             plain = feature_extractor(extractor.spec, weights)  # views apart, as Ray writes (and the cache keeps) them
             for shard in pending:
@@ -357,7 +321,7 @@ def _matrix(column, dim: int) -> np.ndarray:
 def extract_on_ray(extractor: FeatureExtractor, paths: Sequence[Path], options: RayOptions, events: EventBus) -> int:
     """Compute on Ray the features of the images in `paths` that `extractor`'s cache lacks and
     cache them: the local extraction that follows reads them all from there. Returns how many."""
-    from ..inference.features import hash_files
+    from ..inference.pipeline import hash_files
     from .pipeline import run_on_ray
 
     flip = extractor.tta == "flip"

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HeadstartError
-from ..inference.features import prepare_image
+from ..inference.pipeline import prepare_image
+from ..options import RayOptions
 from ..preprocessing import Preprocessing
-from .cluster import RayOptions
 
 BLOCK = 64  # images per read task: small enough that every worker gets work on a few hundred images
 BATCH = 16  # images per actor call

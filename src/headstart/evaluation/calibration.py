@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..inference.head import softmax
+
 BINS = 15
 
 
@@ -30,13 +32,6 @@ def expected_calibration_error(y_true: np.ndarray, probabilities: np.ndarray, bi
     filled = r["count"] > 0
     gaps = np.abs(r["accuracy"][filled] - r["confidence"][filled])
     return float(np.sum(gaps * r["count"][filled]) / len(y_true))
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits / temperature
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
 
 
 def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> float:

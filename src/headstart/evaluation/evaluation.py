@@ -14,9 +14,10 @@ import numpy as np
 
 from ..data.labelled import LabelledImages
 from ..events import EventBus
+from ..inference.head import softmax
 from ..inference.model import Model
 from ..preprocessing import Preprocessing
-from .calibration import expected_calibration_error, softmax
+from .calibration import expected_calibration_error
 from .metrics import Metrics, compute_metrics
 
 if TYPE_CHECKING:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -72,18 +73,29 @@ def file_stamps(paths) -> list | None:
 
 
 @functools.cache
-def _code_version() -> str:
+def _code_version(extra: str | None = None) -> str:
+    """A hash of the plotting code and of `extra`, the file that defines a figure's `build`."""
     here = Path(__file__).parent
-    return content_key(
-        [__version__, *(hashlib.sha256((here / name).read_bytes()).hexdigest() for name in PLOTTING_CODE)]
-    )
+    files = [here / name for name in PLOTTING_CODE] + ([Path(extra)] if extra else [])
+    return content_key([__version__, *(hashlib.sha256(path.read_bytes()).hexdigest() for path in files)])
+
+
+def _defining_file(build: Callable) -> str | None:
+    """The source file of the function behind `build` (a lambda, a bound method, a partial)."""
+    target = getattr(build, "func", build)  # functools.partial
+    target = getattr(target, "__func__", target)  # a bound method
+    try:
+        return inspect.getsourcefile(target)
+    except TypeError:  # a builtin or a callable object: nothing to hash
+        return None
 
 
 def render(figure: FigureSpec) -> bytes:
     """The figure's PNG: from the cache when these inputs were drawn before, else drawn (and kept)."""
     if figure.inputs is None:
         return _draw(figure)
-    path = cache_file(FOLDER, f"{figure.name}-{content_key([_code_version(), figure.inputs])[:32]}.png")
+    code = _code_version(_defining_file(figure.build))
+    path = cache_file(FOLDER, f"{figure.name}-{content_key([code, figure.inputs])[:32]}.png")
     try:
         png = path.read_bytes()
         os.utime(path)  # recently used: kept by prune()

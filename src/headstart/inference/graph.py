@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..hparams import TTA
+from ..options import check_tta
 from ..preprocessing import Preprocessing
 
 
@@ -21,13 +21,6 @@ def build_head(in_features: int, num_classes: int, hidden: tuple[int, ...] = (),
         width = h
     layers += [nn.Dropout(dropout), nn.Linear(width, num_classes)]
     return nn.Sequential(*layers)
-
-
-def head_layout(head: nn.Sequential) -> dict:
-    """The `build_head` arguments that rebuild `head`: hidden widths and dropout."""
-    linears = [m for m in head if isinstance(m, nn.Linear)]
-    dropout = next((m.p for m in head if isinstance(m, nn.Dropout)), 0.0)
-    return {"hidden": [m.out_features for m in linears[:-1]], "dropout": dropout}
 
 
 class Normalize(nn.Module):
@@ -66,8 +59,7 @@ class ModelGraph(nn.Module):
         tta: str = "none",
     ):
         super().__init__()
-        if tta not in TTA:
-            raise ValueError(f"unknown test-time augmentation {tta!r}")
+        check_tta(tta)
         self.normalize = Normalize(preprocessing)
         self.blocks = nn.ModuleList(blocks)
         self.head = head

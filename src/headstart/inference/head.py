@@ -14,6 +14,14 @@ import numpy as np
 from .runtime import numpy_state
 
 
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Class probabilities from logits (N, classes), at softmax temperature `temperature`."""
+    z = logits / temperature
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
 class Head:
     """Dense layers (ReLU between them) from backbone features to logits.
 
@@ -96,3 +104,4 @@ class Head:
         )
         module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in self.state_dict().items()})
         return module.eval()
+

@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..backbones import BackboneSpec
-from ..evaluation.calibration import softmax
 from ..preprocessing import Preprocessing
 from .features import FeatureExtractor, feature_extractor
-from .head import Head
+from .head import Head, softmax
 from .predictor import PortableNetwork, Predictor
 
 if TYPE_CHECKING:

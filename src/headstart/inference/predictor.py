@@ -18,7 +18,7 @@ from ..display import spreadsheet_cell
 from ..errors import HeadstartError
 from ..events import EventBus, Subscriber, as_bus
 from ..preprocessing import Preprocessing
-from .features import batched_inference
+from .pipeline import batched_inference
 
 PathLike = str | Path
 
@@ -186,5 +186,5 @@ class Predictor(ABC):
             description="Predicting",
         )
         return Predictions.from_probabilities(
-            self.classes, paths, result.ok, result.features, failures | result.failures
+            self.classes, paths, result.ok, result.outputs, failures | result.failures
         )

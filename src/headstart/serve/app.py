@@ -31,48 +31,37 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..data.images import ImageDecodeError, decode
 from ..display import printable
 from ..inference.predictor import Predictor
 from ..version import __version__
+from ..web.errors import ApiError
+from ..web.schemas import ImagePrediction
+from ..web.uploads import MAX_IMAGE_BYTES, prepare_crop
 from .batcher import GreedyBatcher
 
 TOO_LARGE = "headstart.body_too_large"  # set in the ASGI scope when a streamed body passes the limit
 MAX_IMAGES = 64  # per request
 MAX_BATCH = 8  # per model run: per-image cost is flat beyond this on 2 cores, and memory grows with it
-MAX_IMAGE_BYTES = 20 << 20  # a phone photo is 2-12 MB
 MAX_BODY_BYTES = 128 << 20  # a whole request, counted as it streams in, before any parsing
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str):
-        self.status, self.message = status, message
-
-
 class Base64Image(BaseModel):
+    """One image of a JSON request."""
+
     name: str = Field("", max_length=1024, description="echoed back, to match answers to images")
     data: str = Field(description="the image file's bytes, base64-encoded")
 
 
 class Base64Request(BaseModel):
+    """`POST /v1/predict/base64`'s body."""
+
     images: list[Base64Image] = Field(min_length=1)
     top_k: int = Field(3, ge=1, le=1000)
 
 
-class LabelProbability(BaseModel):
-    label: str
-    probability: float
-
-
-class ImagePrediction(BaseModel):
-    name: str
-    label: str
-    probability: float
-    top: list[LabelProbability]
-    probabilities: dict[str, float]
-
-
 class PredictResponse(BaseModel):
+    """The answer to a predict request: the model's name and one prediction per image, in order."""
+
     model: str
     predictions: list[ImagePrediction]
 
@@ -173,19 +162,7 @@ def create_app(
             crops = np.stack([prepare_crop(data, filename, predictor) for filename, data in images])
         rows = state["batcher"].submit(crops).result()
         metrics.images.inc(len(images))
-        classes = predictor.classes
-        out = []
-        for (filename, _), row in zip(images, rows):
-            order = np.argsort(-row, kind="stable")
-            out.append(
-                ImagePrediction(
-                    name=filename,
-                    label=classes[order[0]],
-                    probability=float(row[order[0]]),
-                    top=[LabelProbability(label=classes[i], probability=float(row[i])) for i in order[:top_k]],
-                    probabilities={c: float(p) for c, p in zip(classes, row)},
-                )
-            )
+        out = [ImagePrediction.of(filename, predictor.classes, row, top_k) for (filename, _), row in zip(images, rows)]
         return PredictResponse(model=name, predictions=out)
 
     @app.get("/v1/health/live", tags=["health"])
@@ -292,15 +269,6 @@ class BodyLimit:
     @property
     def message(self) -> str:
         return f"request body over the {self.limit} bytes limit"
-
-
-def prepare_crop(data: bytes, filename: str, predictor: Predictor) -> np.ndarray:
-    """Decode and crop as `headstart predict` does (same `decode`, same preprocessing)."""
-    try:
-        image = decode(data, min_size=predictor.preprocessing.resize_short)
-    except ImageDecodeError as e:
-        raise ApiError(422, f"{printable(filename) or 'image'}: {e}") from None
-    return predictor.preprocessing(image)
 
 
 def describe(predictor: Predictor, name: str) -> dict:

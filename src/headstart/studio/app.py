@@ -8,13 +8,12 @@ server-sent events), `Classifier.evaluate` and `export`, and the decode and crop
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import io
 import json
 import threading
 import zipfile
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -25,30 +24,26 @@ from pydantic import BaseModel, Field
 
 from ..errors import HeadstartError
 from ..events import EventBus
-from ..formats import SUFFIX
-from ..serve.app import MAX_IMAGE_BYTES, ApiError, prepare_crop
+from ..export import EXPORT_FORMATS
+from ..web.errors import ApiError
+from ..web.schemas import ImagePrediction
+from ..web.uploads import MAX_IMAGE_BYTES, prepare_crop
+from .options import TrainSettings, page_options
 from .project import Project
 
 STATIC = Path(__file__).parent / "static"
 
 
 class ClassName(BaseModel):
+    """A class's name, as the page sends it."""
+
     name: str = Field(min_length=1, max_length=100)
 
 
 class Move(BaseModel):
+    """Where an image moves: the class it belongs to instead."""
+
     to: str
-
-
-class TrainSettings(BaseModel):
-    """The main knobs (HParams fields); the rest keep their defaults."""
-
-    epochs: int = Field(100, ge=1, le=1000)
-    backbone: str = "mobilenet_v2"
-    augment: Literal["none", "light", "strong"] = "none"
-    views: int = Field(0, ge=0, le=8)
-    fine_tune: int = Field(0, ge=0, le=20)
-    hidden: list[int] = Field(default_factory=list, max_length=4)
 
 
 class Trainer:
@@ -65,9 +60,12 @@ class Trainer:
 
     @property
     def running(self) -> bool:
+        """A run is going."""
         return self.thread is not None and self.thread.is_alive()
 
     def start(self, settings: TrainSettings) -> None:
+        """Train on the project with these settings, on a thread; its events are kept for the page."""
+        from ..backbones import get_backbone
         from ..hparams import HParams
         from ..training.compare import resolve_backbone
         from ..training.run import TrainingRun
@@ -75,6 +73,8 @@ class Trainer:
         if self.running:
             raise ApiError(409, "a training run is already going")
         hp = HParams.from_dict(settings.model_dump())
+        if hp.backbone != "auto":
+            get_backbone(hp.backbone)  # an unknown one is refused now, not in the run's first second
         self.events, self.error = [], None
         self.bus = EventBus([self._on_event])  # cancellable from the start, a backbone comparison included
         out = self.project.new_model_dir()
@@ -87,7 +87,7 @@ class Trainer:
         self.thread.start()
 
     def _on_event(self, event) -> None:
-        self.events.append({"type": "event", **dataclasses.asdict(event)})
+        self.events.append({"type": "event", **event.to_dict()})
 
     def _train(self, build) -> None:
         try:
@@ -108,6 +108,7 @@ class Trainer:
             self.events.append({"type": "failed", "error": self.error})
 
     def cancel(self) -> None:
+        """Stop the run at its next event."""
         if self.running:
             self.bus.cancel()
 
@@ -117,6 +118,7 @@ def review(project: Project, clf, limit: int = 48) -> dict:
     from ..evaluation.crossval import FOLDS, doubtful, out_of_fold
     from ..evaluation.leakage import group_near_duplicates
 
+    # The project's own listing, not a scan: a class added since training (maybe still empty) is no error here.
     paths = [project.root / c / f for c in clf.classes if (project.root / c).is_dir() for f in project.images(c)]
     extraction = clf.extractor.extract(paths)  # cached when the images were trained on
     paths = [paths[i] for i in extraction.ok]
@@ -138,6 +140,7 @@ def review(project: Project, clf, limit: int = 48) -> dict:
 
 
 def create_app(project_dir: str | Path) -> FastAPI:
+    """The studio's app on a project folder: its API under /api, the page at /."""
     project = Project(project_dir)
     trainer = Trainer(project)
     cache: dict = {}  # the loaded latest model and its evaluation, by bundle path
@@ -174,6 +177,11 @@ def create_app(project_dir: str | Path) -> FastAPI:
             cache.clear()
             cache.update(path=path, clf=clf, evaluation=None)
         return cache["clf"]
+
+    @app.get("/api/options")
+    def options() -> dict:
+        """What the page offers: backbones, export formats, figures and the training form's fields."""
+        return page_options()
 
     @app.get("/api/project")
     def state() -> dict:
@@ -305,31 +313,35 @@ def create_app(project_dir: str | Path) -> FastAPI:
         return found | {"images": [x for x in found["images"] if (project.root / x["class"] / x["file"]).is_file()]}
 
     @app.get("/api/plots/{name}.png")
-    def plot(name: Literal["calibration", "embedding"]) -> Response:
-        """The report's figures of the latest model, drawn on its held-out images."""
-        from ..evaluation.plots import png_bytes
+    def plot(name: str) -> Response:
+        """A report figure of the latest model (any registered one), drawn on its held-out images."""
+        from ..evaluation.figure_cache import render
+        from ..evaluation.figures import REPORT_FIGURES
 
+        if name not in REPORT_FIGURES:
+            raise ApiError(404, f"no figure {name!r}; the report has {', '.join(REPORT_FIGURES)}")
         model()  # the evaluation, computed once per model
-        figure = getattr(cache["evaluation"], f"plot_{name}")()
-        return Response(png_bytes(figure), media_type="image/png")
+        spec = REPORT_FIGURES[name].spec(cache["evaluation"], cache["clf"].record)
+        if spec is None:
+            raise ApiError(404, f"the {name} figure has nothing to show for this model")
+        return Response(render(spec), media_type="image/png")
 
     @app.post("/api/predict")
-    def predict(file: Annotated[UploadFile, File()]) -> dict:
+    def predict(file: Annotated[UploadFile, File()]) -> ImagePrediction:
         clf = latest()
         data = file.file.read(MAX_IMAGE_BYTES + 1)
         if len(data) > MAX_IMAGE_BYTES:
             raise ApiError(413, f"over the {MAX_IMAGE_BYTES >> 20} MB limit per image")
         crop = prepare_crop(data, file.filename or "image", clf)
-        row = clf.predict_arrays(crop[None])[0]
-        order = np.argsort(-row, kind="stable")
-        return {"label": clf.classes[order[0]], "probabilities": {c: float(p) for c, p in zip(clf.classes, row)}}
+        return ImagePrediction.of(file.filename or "image", clf.classes, clf.predict_arrays(crop[None])[0])
 
     @app.post("/api/export/{fmt}")
     def export(fmt: str) -> dict:
-        if fmt not in SUFFIX:
+        """Export the latest model in a registered format, into its bundle folder."""
+        if fmt not in EXPORT_FORMATS:
             raise ApiError(404, f"unknown export format {fmt!r}")
         clf = latest()
-        result = clf.export(fmt, cache["path"] / f"model{SUFFIX[fmt]}", overwrite=True)
+        result = clf.export(fmt, cache["path"] / EXPORT_FORMATS[fmt].default_path(), overwrite=True)
         return {"file": result.path.name, "verification": result.verification, "summary": str(result)}
 
     @app.get("/api/download/bundle.zip")
@@ -345,8 +357,9 @@ def create_app(project_dir: str | Path) -> FastAPI:
 
     @app.get("/api/download/{file}")
     def download(file: str) -> FileResponse:
+        """A file of the latest model's bundle: an export, or the bundle's own files."""
         latest()
-        allowed = {f"model{s}" for s in SUFFIX.values()} | {"model.json", "model.safetensors"}
+        allowed = {str(f.default_path()) for f in EXPORT_FORMATS.values()} | {"model.json", "model.safetensors"}
         path = cache["path"] / file
         if file not in allowed or not path.is_file():
             raise ApiError(404, f"no {file!r} for this model")

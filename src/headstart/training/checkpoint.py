@@ -13,8 +13,9 @@ import json
 import shutil
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from safetensors import SafetensorError
@@ -27,12 +28,76 @@ from ..schema import CheckpointMeta, read_json, validate
 
 if TYPE_CHECKING:
     from ..data.dataset import Dataset
+    from ..evaluation.record import History
     from ..hparams import HParams
     from ..inference.head import Head
-    from .record import History
 
 LAYOUT = 4  # of the saved state; a checkpoint of another layout is refused, not misread
 TENSORS, STATE = "state.safetensors", "state.json"
+
+
+@dataclass
+class EpochSnapshot:
+    """The whole state of a training stage after an epoch: what `fit_epochs` hands to its
+    `on_epoch` and resumes from, exactly (weights, optimiser, random-number generators)."""
+
+    epoch: int  # epochs finished
+    history: dict  # `History.to_dict()` so far
+    best_loss: float  # the lowest validation loss so far ...
+    stale: int  # ... and the epochs since it
+    best: dict  # the weights that gave it
+    weights: dict  # the weights now
+    stage: dict  # the stage's optimiser (and schedule) state
+    generator: Any  # the shuffling generator's state
+    torch_rng: Any  # torch's global generator's state (dropout)
+
+    def to_tree(self) -> dict:
+        """As nested dicts of tensors and JSON values (what `save_checkpoint` writes)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_tree(cls, tree: dict) -> EpochSnapshot:
+        """From what `to_tree` gave (read back by `load_checkpoint`)."""
+        return cls(**{f.name: tree[f.name] for f in fields(cls)})
+
+
+@dataclass
+class FinishedHead:
+    """Stage 1 done: the head's tensors and its history."""
+
+    head: dict[str, np.ndarray]
+    history: dict
+
+
+@dataclass
+class CheckpointState:
+    """What a checkpoint holds: the run it belongs to, then stage 1 in progress (`head_epoch`) or
+    finished (`head`), and stage 2 in progress (`fine_tune_epoch`)."""
+
+    fingerprint: str
+    head_epoch: EpochSnapshot | None = None
+    head: FinishedHead | None = None
+    fine_tune_epoch: EpochSnapshot | None = None
+
+    def to_tree(self) -> dict:
+        """state.json's layout (with the tensors in place): stage1, stage1_done, stage2."""
+        done = self.head is not None
+        stage1 = {"head": self.head.head, "history": self.head.history} if done else self.head_epoch.to_tree()
+        tree = {"fingerprint": self.fingerprint, "stage1": stage1, "stage1_done": done}
+        if self.fine_tune_epoch is not None:
+            tree["stage2"] = self.fine_tune_epoch.to_tree()
+        return tree
+
+    @classmethod
+    def from_tree(cls, tree: dict) -> CheckpointState:
+        """From `to_tree`'s layout."""
+        stage1, stage2 = tree["stage1"], tree.get("stage2")
+        return cls(
+            fingerprint=tree["fingerprint"],
+            head_epoch=None if tree["stage1_done"] else EpochSnapshot.from_tree(stage1),
+            head=FinishedHead(stage1["head"], stage1["history"]) if tree["stage1_done"] else None,
+            fine_tune_epoch=EpochSnapshot.from_tree(stage2) if stage2 is not None else None,
+        )
 
 
 class Interrupted(Cancelled):
@@ -40,6 +105,7 @@ class Interrupted(Cancelled):
 
 
 def checkpoint_dir(out: str | Path) -> Path:
+    """Where the checkpoints of a run saving to `out` go: `<out>.checkpoint/`, beside it."""
     out = Path(out)
     return out.with_name(out.name + ".checkpoint")
 
@@ -110,7 +176,7 @@ def save_checkpoint(directory: Path, state: dict) -> None:
         write_durably(staging / STATE, json.dumps(skeleton).encode())
 
 
-def load_checkpoint(directory: Path, fingerprint: str) -> dict | None:
+def load_checkpoint(directory: Path, fingerprint: str) -> CheckpointState | None:
     """The saved state, None if there is none; refuses one made for other settings or data, and a
     damaged one (schema, tensors' hash), each with one line saying what to do."""
     recover(directory)
@@ -131,8 +197,8 @@ def load_checkpoint(directory: Path, fingerprint: str) -> dict | None:
     if _checksum(skeleton, blob) != meta.checksum:
         raise HeadstartError(f"{damaged} (its files do not match their checksum)")
     try:
-        return rebuild("s", skeleton, load(blob))
-    except (SafetensorError, KeyError, ValueError) as e:
+        return CheckpointState.from_tree(rebuild("s", skeleton, load(blob)))
+    except (SafetensorError, KeyError, ValueError, TypeError) as e:
         raise HeadstartError(f"{damaged} ({type(e).__name__})") from None
 
 
@@ -153,35 +219,36 @@ class Checkpoints:
         self.writer = writer
         self.data, self.out = data, out
         self.fingerprint = run_fingerprint(hp.to_dict(), [(str(s.path), s.split, s.label) for s in dataset.samples])
-        self.saved = None
-        self.stage1: dict = {}
-        if self.dir is None:  # nothing saved (TrainingRun refuses resume without out)
+        self.saved: CheckpointState | None = None
+        self.head: FinishedHead | None = None  # stage 1, once finished
+        if self.dir is None:  # nothing saved (RunOptions refuses resume without out)
             return
         if resume:
             self.saved = load_checkpoint(self.dir, self.fingerprint)
             if self.saved is None:
                 raise HeadstartError(f"nothing to resume: no checkpoint at {self.dir}")
-            self.stage1 = self.saved.get("stage1", {}) if self.saved.get("stage1_done") else {}
+            self.head = self.saved.head
         elif self.dir.exists():
             raise HeadstartError(
                 f"{self.out} has an unfinished run ({self.dir}): add --resume to continue it, or delete that folder"
             )
 
-    def stage1_epoch(self, snapshot: dict) -> None:
+    def _save(self, state: CheckpointState) -> None:
         if self.dir is not None and self.writer:
-            save_checkpoint(self.dir, {"fingerprint": self.fingerprint, "stage1": snapshot, "stage1_done": False})
+            save_checkpoint(self.dir, state.to_tree())
+
+    def stage1_epoch(self, snapshot: EpochSnapshot) -> None:
+        """After each epoch of a mini-batch head."""
+        self._save(CheckpointState(self.fingerprint, head_epoch=snapshot))
 
     def stage1_done(self, head: Head, history: History) -> None:
-        self.stage1 = {"head": head.state_dict(), "history": history.to_dict()}
-        if self.dir is not None and self.writer:
-            save_checkpoint(self.dir, {"fingerprint": self.fingerprint, "stage1": self.stage1, "stage1_done": True})
+        """Stage 1 finished: its head is kept through stage 2."""
+        self.head = FinishedHead(head.state_dict(), history.to_dict())
+        self._save(CheckpointState(self.fingerprint, head=self.head))
 
-    def stage2_epoch(self, snapshot: dict) -> None:
-        if self.dir is not None and self.writer:
-            save_checkpoint(
-                self.dir,
-                {"fingerprint": self.fingerprint, "stage1": self.stage1, "stage1_done": True, "stage2": snapshot},
-            )
+    def stage2_epoch(self, snapshot: EpochSnapshot) -> None:
+        """After each epoch of fine-tuning."""
+        self._save(CheckpointState(self.fingerprint, head=self.head, fine_tune_epoch=snapshot))
 
     @contextmanager
     def interruptible(self):
@@ -197,5 +264,6 @@ class Checkpoints:
             ) from None
 
     def discard(self) -> None:
+        """The run finished: its checkpoint goes."""
         if self.dir is not None and self.writer:
             shutil.rmtree(self.dir, ignore_errors=True)

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from ..data.dataset import Dataset
-from ..distributed.ddp import Ranks, barrier
+from ..distributed.ddp import Ranks
 from ..evaluation.leakage import LeakageReport, check_leakage
+from ..evaluation.record import History
 from ..inference.features import Extraction, FeatureExtractor
-from .record import History
 
 
 @dataclass
@@ -33,7 +33,7 @@ class DatasetFeatures:
         paths = [s.path for s in dataset.samples]
         if ranks is not None and ranks.distributed:
             extractor.extract(ranks.share(paths), events=events)
-            barrier()
+            ranks.barrier()
         extraction = extractor.extract(paths, events=events)
         return cls(extraction, {paths[i]: row for row, i in enumerate(extraction.ok)}, time.perf_counter() - started)
 

@@ -21,17 +21,18 @@ import torch
 from torch import nn
 
 from ..data.augment import Augmentation, rng_for
-from ..distributed.ddp import Ranks, gather_rows
+from ..distributed.ddp import Ranks
 from ..errors import HeadstartError
+from ..evaluation.record import History
 from ..events import EventBus
 from ..hparams import HParams
-from ..inference.features import load_crops
 from ..inference.graph import ModelGraph
+from ..inference.pipeline import load_crops
 from ..inference.runtime import cached_session, run_batched, state_fingerprint
 from ..preprocessing import Preprocessing
+from .checkpoint import EpochSnapshot
 from .loop import fit_epochs, seed_everything
 from .minibatch import loss_functions
-from .record import History
 
 
 def split_blocks(backbone: nn.Module, n: int | str) -> tuple[list[nn.Module], list[nn.Module]]:
@@ -172,9 +173,7 @@ class FineTuneStage:
         bf16 = speed.bf16 or hp.precision == "bf16"
         self.autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else nullcontext
         self.forward = torch.compile(self.upper) if speed.compile else self.upper
-        self.train_forward = self.forward
-        if self.ranks.distributed:  # gradients averaged over the ranks in backward()
-            self.train_forward = nn.parallel.DistributedDataParallel(self.upper, broadcast_buffers=False)
+        self.train_forward = self.ranks.wrap(self.upper) if self.ranks.distributed else self.forward
         self.lower = LowerBlocks(backbone, lower_blocks, preprocessing, speed, self.autocast)
         self.channels_last = speed.channels_last
 
@@ -204,8 +203,8 @@ class FineTuneStage:
 
     def lower_rows(self, paths: list) -> torch.Tensor:
         """The lower blocks' activations of `paths`' plain crops; shared out between DDP ranks."""
-        acts = gather_rows(
-            lambda rows: self.lower(load_crops([paths[i] for i in rows], self.preprocessing)[0]), len(paths), self.ranks
+        acts = self.ranks.gather_rows(
+            lambda rows: self.lower(load_crops([paths[i] for i in rows], self.preprocessing)[0]), len(paths)
         )
         return acts.contiguous(memory_format=torch.channels_last) if self.channels_last else acts
 
@@ -224,8 +223,7 @@ class FineTuneStage:
         self.acts = self.activations(epoch)
 
     def step(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.ranks.distributed:  # this rank's part of the global batch (never empty: DDP needs every rank)
-            batch = batch[self.ranks.rank :: self.ranks.world] if len(batch) >= self.ranks.world else batch[:1]
+        batch = self.ranks.batch(batch)  # this rank's part of the global batch
         with self.autocast():
             logits = self.train_forward(self.acts[batch]).float()
         loss = self.loss(logits, self.y[batch])
@@ -264,8 +262,8 @@ class FineTuneStage:
 def fine_tune(
     stage: FineTuneStage,
     events: EventBus | None = None,
-    on_epoch: Callable[[dict], None] | None = None,
-    resume: dict | None = None,
+    on_epoch: Callable[[EpochSnapshot], None] | None = None,
+    resume: EpochSnapshot | None = None,
 ) -> tuple[nn.Module, nn.Module, History]:
     """Fine-tune `stage`'s top blocks and head; returns (backbone, head, history), best weights restored.
 

@@ -8,12 +8,15 @@ adamw  mini-batches with dropout and early stopping (`minibatch.py`); needed for
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+from ..evaluation.record import History
 from ..events import EventBus
 from ..hparams import HParams
 from ..inference.head import Head
-from .record import History
+from .checkpoint import EpochSnapshot
 
 
 def fit_head(
@@ -24,8 +27,8 @@ def fit_head(
     num_classes: int,
     hp: HParams,
     events: EventBus | None = None,
-    on_epoch=None,
-    resume: dict | None = None,
+    on_epoch: Callable[[EpochSnapshot], None] | None = None,
+    resume: EpochSnapshot | None = None,
 ) -> tuple[Head, History]:
     """A fresh head trained on features, with its History.
 

@@ -14,11 +14,11 @@ import time
 
 import numpy as np
 
+from ..evaluation.record import History
 from ..events import EventBus, as_bus
 from ..hparams import HParams
 from ..inference.head import Head
 from .losses import SoftmaxRegression, class_weights
-from .record import History
 from .stopping import EarlyStopping
 
 # Strengths of the penalty (l2 / 2) * |W|^2 added to the mean loss: 10 down to 1e-6, in steps of

@@ -13,8 +13,9 @@ from typing import Any, Protocol
 
 import torch
 
+from ..evaluation.record import History
 from ..events import EventBus, as_bus
-from .record import History
+from .checkpoint import EpochSnapshot
 from .stopping import EarlyStopping
 
 
@@ -71,8 +72,8 @@ def fit_epochs(
     generator: torch.Generator,
     events: EventBus | None = None,
     start_loss: float = math.inf,
-    on_epoch: Callable[[dict], None] | None = None,
-    resume: dict | None = None,
+    on_epoch: Callable[[EpochSnapshot], None] | None = None,
+    resume: EpochSnapshot | None = None,
 ) -> History:
     """Train `stage` for up to `stage.epochs` epochs and leave it holding its best weights.
 
@@ -83,13 +84,13 @@ def fit_epochs(
     stopping = EarlyStopping(stage.patience, best_loss=start_loss)
     best, first = copy.deepcopy(stage.weights()), 0
     if resume is not None:
-        stage.load_weights(resume["weights"])
-        stage.load_state(resume["stage"])
-        generator.set_state(resume["generator"])
-        torch.set_rng_state(resume["torch_rng"])
-        history = History.from_dict(resume["history"])
-        stopping = EarlyStopping(stage.patience, resume["best_loss"], resume["stale"])
-        best, first = resume["best"], resume["epoch"]
+        stage.load_weights(resume.weights)
+        stage.load_state(resume.stage)
+        generator.set_state(resume.generator)
+        torch.set_rng_state(resume.torch_rng)
+        history = History.from_dict(resume.history)
+        stopping = EarlyStopping(stage.patience, resume.best_loss, resume.stale)
+        best, first = resume.best, resume.epoch
     with as_bus(events).stage(stage.name, stage.epochs, "epochs", stage.description) as progress:
         progress.step = first
         for epoch in range(first, stage.epochs):
@@ -111,17 +112,17 @@ def fit_epochs(
                 history.best_epoch, best = epoch + 1, copy.deepcopy(stage.weights())
             if on_epoch is not None:
                 on_epoch(
-                    {
-                        "epoch": epoch + 1,
-                        "history": history.to_dict(),
-                        "best_loss": stopping.best_loss,
-                        "stale": stopping.stale,
-                        "best": best,
-                        "weights": stage.weights(),
-                        "stage": stage.state(),
-                        "generator": generator.get_state(),
-                        "torch_rng": torch.get_rng_state(),
-                    }
+                    EpochSnapshot(
+                        epoch=epoch + 1,
+                        history=history.to_dict(),
+                        best_loss=stopping.best_loss,
+                        stale=stopping.stale,
+                        best=best,
+                        weights=stage.weights(),
+                        stage=stage.state(),
+                        generator=generator.get_state(),
+                        torch_rng=torch.get_rng_state(),
+                    )
                 )
             progress.advance(**history.latest())  # after the checkpoint: a subscriber may cancel here
             if stopping.should_stop:

@@ -5,17 +5,19 @@ checkpoint after every epoch."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..evaluation.record import History
 from ..events import EventBus
 from ..hparams import HParams
 from ..inference.graph import build_head
+from .checkpoint import EpochSnapshot
 from .loop import fit_epochs, seed_everything, torch_threads
 from .losses import class_weights
-from .record import History
 
 
 def loss_functions(hp: HParams, labels: np.ndarray, num_classes: int) -> tuple[nn.Module, nn.Module]:
@@ -116,8 +118,8 @@ def fit_minibatch(
     num_classes: int,
     hp: HParams,
     events: EventBus | None = None,
-    on_epoch=None,
-    resume: dict | None = None,
+    on_epoch: Callable[[EpochSnapshot], None] | None = None,
+    resume: EpochSnapshot | None = None,
 ) -> tuple[nn.Sequential, History]:
     """Train a fresh head on features; returns it with the best validation-loss weights (eval mode).
 

@@ -23,13 +23,12 @@ from ..bundle import check_target, save_model
 from ..data.dataset import Dataset, scan
 from ..data.labelled import DataSummary
 from ..data.remote import resolve_data
-from ..distributed.cluster import RayOptions
-from ..distributed.ddp import barrier, ranks
+from ..distributed.ddp import join
 from ..errors import HeadstartError
 from ..evaluation.calibration import expected_calibration_error, fit_temperature
 from ..evaluation.evaluation import Evaluation
 from ..evaluation.leakage import group_near_duplicates
-from ..events import Subscriber
+from ..evaluation.record import Calibration, History, Timings, TrainingRecord
 from ..hparams import HParams
 from ..inference.features import feature_extractor
 from ..inference.head import Head
@@ -38,7 +37,7 @@ from ..progress import event_bus
 from .checkpoint import Checkpoints
 from .dataset_features import DatasetFeatures
 from .head import fit_head
-from .record import Calibration, History, TrainingRecord
+from .options import RunOptions
 
 STEPS = ("scan", "extract", "group", "train_head", "fine_tune", "calibrate", "describe", "save")
 
@@ -46,7 +45,7 @@ STEPS = ("scan", "extract", "group", "train_head", "fine_tune", "calibrate", "de
 def check_output(out: Path, data: str | Path) -> None:
     """`out` must be a folder headstart may replace (see `check_target`), outside the data folder
     or in a hidden folder of it (never scanned as data: the studio keeps its models there)."""
-    check_target(out.expanduser().absolute())
+    check_target(Path(out).expanduser().absolute())
     data_root = Path(data).expanduser()
     if data_root.is_dir():
         resolved, root = out.expanduser().resolve(), data_root.resolve()
@@ -78,16 +77,8 @@ class TrainingRun:
     Args:
         data: an image folder (one sub-folder per class, or train/ val/ test/) or a named dataset.
         hparams: training settings (defaults: `HParams()`).
-        out: the bundle folder to save to; checkpoints go beside it (`<out>.checkpoint/`).
-        weights: a user's copy of the backbone's weights file.
-        engine: backbone runtime for extraction: "auto", "onnxruntime", "torch", or "ray" (images
-            not in the feature cache are embedded on a Ray cluster; see `ray`).
-        ray: where and how wide the Ray job runs (engine "ray"); default a local cluster.
-        features: a folder `headstart embed` wrote for this data and backbone: its features are
-            used instead of being computed.
-        resume: continue the interrupted run of `out` from its last finished epoch.
-        on_event: a subscriber receiving every step's events (see `headstart.events`).
-        quiet: draw no progress bars.
+        options: how and where it runs (`RunOptions`: out, resume, weights, engine, ray,
+            features, on_event, quiet, ranks); keyword arguments change single ones.
 
     Example:
         >>> run = TrainingRun(ants_bees, HParams(epochs=20), out=tmp / "model")
@@ -101,38 +92,21 @@ class TrainingRun:
         ('save', True)
     """
 
-    def __init__(
-        self,
-        data: str | Path,
-        hparams: HParams | None = None,
-        *,
-        out: str | Path | None = None,
-        weights: str | Path | None = None,
-        engine: str = "auto",
-        ray: RayOptions | None = None,
-        features: str | Path | None = None,
-        resume: bool = False,
-        on_event: Subscriber | None = None,
-        quiet: bool = False,
-    ):
-        self.data, self.hp, self.out, self.weights, self.resume = data, hparams or HParams(), out, weights, resume
-        self.ray = (ray or RayOptions()) if engine == "ray" else None
-        self.engine = "auto" if engine == "ray" else engine  # Ray fills the cache; this process reads it
-        self.features_dir = features
-        self.ranks = ranks()  # one process, or one of torchrun's (headstart.distributed.ddp)
-        if resume and out is None:
-            raise HeadstartError("--resume needs --out: the folder of the run to continue")
-        if out is not None:  # refused now, not after an hour of training
-            check_output(Path(out), data)
-        self.events = event_bus(on_event, quiet or not self.ranks.leader)  # one set of bars, rank 0's
+    def __init__(self, data: str | Path, hparams: HParams | None = None, options: RunOptions | None = None, **changes):
+        self.data, self.hp = data, hparams or HParams()
+        self.options = options = RunOptions.of(options, **changes)
+        if options.out is not None:  # refused now, not after an hour of training
+            check_output(options.out, data)
+        self.ranks = options.ranks or join()  # one process, or one of torchrun's (headstart.distributed.ddp)
+        self.events = event_bus(options.on_event, options.quiet or not self.ranks.leader)  # rank 0's bars only
         self.spec = get_backbone(self.hp.backbone)
         if isinstance(self.spec, EnsembleSpec) and self.hp.fine_tune:
             raise HeadstartError(
                 f"--fine-tune: {self.spec.name} is a feature ensemble, trained on frozen features only; "
                 "fine-tune one backbone instead, or drop --fine-tune"
             )
-        self.spec.weights_path(weights)  # fail early, before scanning, if weights are missing
-        self.extractor = feature_extractor(self.spec, weights, engine=self.engine, tta=self.hp.tta)
+        self.spec.weights_path(options.weights)  # fail early, before scanning, if weights are missing
+        self.extractor = feature_extractor(self.spec, options.weights, engine=options.engine, tta=self.hp.tta)
         self.started = time.perf_counter()
         self.done: list[str] = []
         self.dataset: Dataset | None = None
@@ -152,9 +126,14 @@ class TrainingRun:
         self.events.cancel()
 
     def run(self) -> TrainingRun:
-        """Every step not yet run, in order."""
-        for name in STEPS:
-            getattr(self, name)()
+        """Every step not yet run, in order; under torchrun, the process group is left at the end."""
+        try:
+            for name in STEPS:
+                getattr(self, name)()
+        except BaseException:
+            self.ranks.finish(failed=True)
+            raise
+        self.ranks.finish()
         return self
 
     @step
@@ -173,16 +152,16 @@ class TrainingRun:
     @step
     def extract(self) -> None:
         """Backbone features of every image (cached); unreadable files leave the dataset, listed."""
-        started, on_ray = time.perf_counter(), 0
-        if self.features_dir is not None:
+        started, on_ray, options = time.perf_counter(), 0, self.options
+        if options.features is not None:
             from ..distributed.embeddings import import_features
 
-            import_features(self.features_dir, self.extractor)
-        if self.ray is not None:
+            import_features(options.features, self.extractor)
+        if options.ray is not None:  # Ray fills the cache; this process reads it
             from ..distributed.embeddings import extract_on_ray
 
             paths = [s.path for s in self.dataset.samples]
-            on_ray = extract_on_ray(self.extractor, paths, self.ray, self.events)
+            on_ray = extract_on_ray(self.extractor, paths, options.ray, self.events)
         self.features = DatasetFeatures.extract(self.extractor, self.dataset, self.events, self.ranks)
         self.features.seconds = time.perf_counter() - started
         self.features.extraction.computed += on_ray  # read back from the cache Ray filled
@@ -202,14 +181,14 @@ class TrainingRun:
     @step
     def train_head(self) -> None:
         """Stage 1 on the cached features (plus augmented views if asked), checkpointed every epoch."""
-        hp, dataset = self.hp, self.dataset
-        self.checkpoints = Checkpoints(self.out, hp, dataset, self.data, self.resume, writer=self.ranks.leader)
-        barrier()  # every rank has looked for an unfinished run before rank 0 writes one
-        saved = self.checkpoints.saved or {}
-        if saved.get("stage1_done"):
-            state = {k: np.asarray(v) for k, v in saved["stage1"]["head"].items()}
+        hp, dataset, options = self.hp, self.dataset, self.options
+        self.checkpoints = Checkpoints(options.out, hp, dataset, self.data, options.resume, self.ranks.leader)
+        self.ranks.barrier()  # every rank has looked for an unfinished run before rank 0 writes one
+        saved = self.checkpoints.saved
+        if saved is not None and saved.head is not None:
+            state = {k: np.asarray(v) for k, v in saved.head.head.items()}
             self.head = Head.from_state(state, hp.hidden, hp.dropout, self.spec.feature_dim, len(dataset.classes))
-            self.history = History.from_dict(saved["stage1"]["history"])
+            self.history = History.from_dict(saved.head.history)
             return
         split = self.features.by_split(dataset)
         (x_train, y_train), (x_val, y_val) = split["train"], split.get("val", (None, None))
@@ -225,15 +204,15 @@ class TrainingRun:
                 hp,
                 self.events,
                 on_epoch=self.checkpoints.stage1_epoch,
-                resume=saved.get("stage1"),
+                resume=saved.head_epoch if saved is not None else None,
             )
         self.checkpoints.stage1_done(self.head, self.history)
 
     def _with_views(self, x_train: np.ndarray, y_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Training features plus those of `views` augmented crops of every training image (cached per view)."""
-        from ..data.augment import rng_for
+        from ..data.augment import augmentation_of, rng_for
 
-        hp, augmentation, preprocessing = self.hp, self.hp.augmentation(), self.extractor.preprocessing
+        hp, augmentation, preprocessing = self.hp, augmentation_of(self.hp), self.extractor.preprocessing
         if augmentation is None:
             raise HeadstartError("--views needs augmentation: add --augment light (or strong)")
         paths = [s.path for s in self.dataset.split("train")]
@@ -257,12 +236,13 @@ class TrainingRun:
         """Stage 2 (when hparams.fine_tune is set); keeps the tuned backbone only if it beat stage 1."""
         if not self.hp.fine_tune:
             return
+        from ..data.augment import augmentation_of
         from .finetune import FineTuneStage, fine_tune
 
         train, val = self.dataset.split("train"), self.dataset.split("val")
         if not val:
             raise HeadstartError("fine-tuning needs a validation split for early stopping; set --val-fraction > 0")
-        saved = self.checkpoints.saved or {}
+        saved = self.checkpoints.saved
         with self.checkpoints.interruptible():
             stage = FineTuneStage(
                 copy.deepcopy(self.extractor.backbone),
@@ -271,10 +251,10 @@ class TrainingRun:
                 ([s.path for s in train], np.array([s.label for s in train])),
                 ([s.path for s in val], np.array([s.label for s in val])),
                 self.hp,
-                self.hp.augmentation(),
+                augmentation_of(self.hp),
                 ranks=self.ranks,
             )
-            resume = saved.get("stage2")
+            resume = saved.fine_tune_epoch if saved is not None else None
             backbone, head, self.fine_tune_history = fine_tune(
                 stage, self.events, self.checkpoints.stage2_epoch, resume
             )
@@ -290,8 +270,8 @@ class TrainingRun:
             self.dataset.classes,
             self.extractor.preprocessing,
             backbone=self.tuned_backbone,
-            weights=self.weights,
-            engine=self.engine,
+            weights=self.options.weights,
+            engine=self.options.engine,
             tta=self.hp.tta,
             # The pretrained backbone's extractor, with its onnxruntime session, serves the model too.
             extractor=self.extractor if self.tuned_backbone is None else None,
@@ -339,13 +319,13 @@ class TrainingRun:
                     ece=held_out.expected_calibration_error,
                     ece_uncalibrated=expected_calibration_error(held_out.labels, uncalibrated),
                 ),
-                timings={
-                    "feature_extraction_s": round(self.features.seconds, 3),
-                    "images_computed": extraction.computed,
-                    "images_from_cache": len(extraction.ok) - extraction.computed,
-                    "head_training_s": round(self.history.seconds, 3),
-                    "total_s": round(time.perf_counter() - self.started, 3),
-                },
+                timings=Timings(
+                    feature_extraction_s=round(self.features.seconds, 3),
+                    images_computed=extraction.computed,
+                    images_from_cache=len(extraction.ok) - extraction.computed,
+                    head_training_s=round(self.history.seconds, 3),
+                    total_s=round(time.perf_counter() - self.started, 3),
+                ),
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             )
             progress.advance(accuracy=held_out.metrics.accuracy)
@@ -353,9 +333,9 @@ class TrainingRun:
     @step
     def save(self) -> None:
         """Write the bundle to `out` (if given; rank 0 only) and drop the checkpoint it supersedes."""
-        if self.out is None or not self.ranks.leader:
+        if self.options.out is None or not self.ranks.leader:
             return
         with self.events.stage("save", 1, description="Saving") as progress:
-            save_model(self.out, self.model, self.record)
+            save_model(self.options.out, self.model, self.record)
             self.checkpoints.discard()
             progress.advance()

@@ -3,7 +3,7 @@
 
 const $ = (id) => document.getElementById(id);
 const PAGE = 60;
-const state = { classes: [], selected: null, offset: 0, stream: null, tryStream: null, live: null, history: [] };
+const state = { classes: [], selected: null, offset: 0, stream: null, tryStream: null, live: null, history: [], options: null };
 
 function say(text, error = false) {
   $("message").textContent = text;
@@ -315,10 +315,38 @@ function onDone(e) {
   say("Training finished");
 }
 
+// ---- the training form, from the settings the server declares (HParams' fields, limits and choices)
+function fieldSchema(name) {
+  const field = state.options.settings.properties[name];
+  return field.anyOf ? { ...field, ...field.anyOf.find((option) => option.type === "integer") } : field;
+}
+
+function buildTrainForm(options) {
+  for (const input of document.querySelectorAll("#train-form input[type=number]")) {
+    const field = fieldSchema(input.name);
+    if (field.minimum !== undefined) input.min = field.minimum;
+    if (field.maximum !== undefined) input.max = field.maximum;
+    input.value = field.default;
+    input.title = field.description;
+  }
+  const augment = fieldSchema("augment");
+  $("augment").replaceChildren(...augment.enum.map((v) => el("option", { value: v, selected: v === augment.default ? "" : null }, v)));
+  const backbones = options.backbones.map((b) => el("option", { value: b.name, disabled: b.installed ? null : "", selected: b.name === options.default_backbone ? "" : null },
+    `${b.description}${b.name === options.default_backbone ? " (default)" : ""}${b.installed ? "" : ": weights not installed"}`));
+  $("backbone").replaceChildren(...backbones, el("option", { value: "auto" }, "Pick for me: compare them all on this data"));
+  const blocks = () => {  // fine-tuning counts the chosen backbone's blocks
+    const chosen = options.backbones.find((b) => b.name === $("backbone").value);
+    $("fine_tune").max = chosen ? chosen.num_blocks : Math.min(...options.backbones.map((b) => b.num_blocks));
+  };
+  $("backbone").addEventListener("change", blocks);
+  blocks();
+}
+
 $("train-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const form = new FormData(e.target);
-  const settings = Object.fromEntries([...form.entries()].map(([k, v]) => [k, ["epochs", "views", "fine_tune"].includes(k) ? Number(v) : v]));
+  const numeric = (k) => ["integer", "number"].includes(fieldSchema(k).type);
+  const settings = Object.fromEntries([...form.entries()].map(([k, v]) => [k, numeric(k) ? Number(v) : v]));
   try {
     $("train-result").replaceChildren();
     await api("/api/train", json("POST", settings));
@@ -411,25 +439,33 @@ $("live").addEventListener("click", async () => {
 });
 $("try-file").addEventListener("change", (e) => { if (e.target.files[0]) predictBlob(e.target.files[0], e.target.files[0].name).catch((err) => say(err.message, true)); });
 
-// ---- export
-for (const button of document.querySelectorAll("button.export")) {
-  button.addEventListener("click", async () => {
-    say(`Exporting ${button.dataset.format}…`);
-    button.disabled = true;
-    try {
-      const r = await api(`/api/export/${button.dataset.format}`, { method: "POST" });
-      const v = r.verification;
-      $("exports").append(el("li", {}, el("a", { href: `/api/download/${enc(r.file)}`, download: r.file }, `Download ${r.file}`),
-        ` · top-1 agreement with the trained model ${(v.top1_agreement * 100).toFixed(1)}% on ${v.images} images, max |Δp| ${v.max_abs_diff.toExponential(1)}`));
-      say(`Exported ${r.file}`);
-    } catch (err) { say(err.message, true); }
-    button.disabled = false;
-  });
+// ---- export: one button per registered format that is installed here
+function buildExports(options) {
+  const buttons = options.export_formats.filter((f) => f.available).map((f) =>
+    el("button", { type: "button", class: "export", "data-format": f.name, title: `runs in ${f.runtime}` }, `Export ${f.title}`));
+  $("export-buttons").replaceChildren(...buttons);
+  for (const button of buttons) button.addEventListener("click", () => exportAs(button));
+}
+
+async function exportAs(button) {
+  say(`Exporting ${button.dataset.format}…`);
+  button.disabled = true;
+  try {
+    const r = await api(`/api/export/${button.dataset.format}`, { method: "POST" });
+    const v = r.verification;
+    $("exports").append(el("li", {}, el("a", { href: `/api/download/${enc(r.file)}`, download: r.file }, `Download ${r.file}`),
+      ` · top-1 agreement with the trained model ${(v.top1_agreement * 100).toFixed(1)}% on ${v.images} images, max |Δp| ${v.max_abs_diff.toExponential(1)}`));
+    say(`Exported ${r.file}`);
+  } catch (err) { say(err.message, true); }
+  button.disabled = false;
 }
 
 // ---- start
 (async () => {
   try {
+    state.options = await api("/api/options");
+    buildTrainForm(state.options);
+    buildExports(state.options);
     const project = await refresh();
     if (navigator.mediaDevices?.enumerateDevices) listCameras().catch(() => {});
     if (project.training) follow();

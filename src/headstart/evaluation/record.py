@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from ..data.labelled import DataSummary
-from ..evaluation.leakage import LeakageReport
-from ..evaluation.metrics import Metrics
 from ..hparams import HParams
+from .leakage import LeakageReport
+from .metrics import Metrics
 
 
 @dataclass
@@ -36,15 +36,18 @@ class History:
     l2: list[float] = field(default_factory=list)  # L-BFGS heads: the strength of each point
 
     def to_dict(self) -> dict:
+        """model.json's form (the "history" of a stage)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, d: dict) -> History:
+        """From model.json's form (fields it lacks keep their defaults)."""
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
     def add_epoch(
         self, train_loss: float, train_accuracy: float, val_loss: float, val_accuracy: float, seconds: float
     ) -> None:
+        """Record one epoch (or one fit of an L2 path)."""
         self.train_loss.append(train_loss)
         self.train_accuracy.append(train_accuracy)
         self.val_loss.append(val_loss)
@@ -80,6 +83,26 @@ class Calibration:
 
 
 @dataclass
+class Timings:
+    """Where a training run's time went: model.json's "timings"."""
+
+    feature_extraction_s: float = 0.0
+    images_computed: int = 0  # through the backbone; the rest came from the feature cache
+    images_from_cache: int = 0
+    head_training_s: float = 0.0
+    total_s: float = 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        """model.json's form."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Timings:
+        """From model.json's form (fields it lacks keep their defaults)."""
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
 class TrainingRecord:
     """Everything model.json says about how a model was trained and how good it is."""
 
@@ -92,7 +115,7 @@ class TrainingRecord:
     metrics: Metrics | None = None
     splits: dict[str, Metrics] = field(default_factory=dict)
     calibration: Calibration = field(default_factory=Calibration)
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: Timings | None = None
     created: str = ""
     environment: dict[str, str] = field(default_factory=dict)  # filled when the model is first saved
 
@@ -102,6 +125,7 @@ class TrainingRecord:
         return {s["path"]: s["reason"] for s in self.data.skipped} if self.data else {}
 
     def to_dict(self) -> dict:
+        """model.json's fields (those with nothing to say left out)."""
         stages = {"head": {"history": self.history.to_dict(), "val_accuracy": self.history.best_val_accuracy}}
         if self.fine_tune is not None:
             stages["fine_tune"] = {
@@ -120,7 +144,7 @@ class TrainingRecord:
             "metrics": self.metrics.to_dict() if self.metrics else None,
             "calibration": vars(self.calibration).copy(),
             "splits": {split: m.to_dict() for split, m in self.splits.items()},
-            "timings": self.timings,
+            "timings": self.timings.to_dict() if self.timings else None,
             "created": self.created,
             "environment": self.environment or None,
         }
@@ -140,7 +164,7 @@ class TrainingRecord:
             metrics=Metrics.from_dict(meta["metrics"], classes) if meta.get("metrics") else None,
             splits={split: Metrics.from_dict(m, classes) for split, m in meta.get("splits", {}).items()},
             calibration=Calibration(**meta.get("calibration", {})),
-            timings=dict(meta.get("timings", {})),
+            timings=Timings.from_dict(meta["timings"]) if meta.get("timings") else None,
             created=meta.get("created", ""),
             environment=dict(meta.get("environment", {})),
         )
