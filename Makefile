@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 
 .PHONY: install browser demo lint test bench tflite screenshots clean
-LINTED := src tests bench conftest.py
+LINTED := src tests bench docs conftest.py
 
 install: $(VENV)/.installed
 

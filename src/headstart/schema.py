@@ -22,7 +22,8 @@ MAX_JSON_BYTES = 64 << 20  # model.json of 100 000 classes is about 20 MB
 MAX_IMAGE_SIZE = 1024  # crop side: MobileNetV2's 224 is typical; beyond this, memory per image explodes
 MAX_RESIZE = 2048
 MAX_CLASSES = 100_000
-MAX_HIDDEN = 16_384
+MAX_HIDDEN = 16_384  # width of a hidden layer, at most
+MAX_HIDDEN_LAYERS = 8
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
@@ -37,6 +38,8 @@ class Strict(BaseModel):
 
 
 class PreprocessingSchema(Strict):
+    """How pixels reach the backbone (`Preprocessing`), within sane sizes."""
+
     image_size: Annotated[int, Field(ge=16, le=MAX_IMAGE_SIZE)]
     resize_short: Annotated[int, Field(ge=16, le=MAX_RESIZE)]
     mean: Triple
@@ -67,22 +70,30 @@ Labels = Annotated[list[Label], Field(min_length=2, max_length=MAX_CLASSES), Aft
 
 
 class HeadSchema(Strict):
-    hidden: Annotated[list[Annotated[int, Field(ge=1, le=MAX_HIDDEN)]], Field(max_length=8)]
+    """The head's layout: hidden widths and dropout."""
+
+    hidden: Annotated[list[Annotated[int, Field(ge=1, le=MAX_HIDDEN)]], Field(max_length=MAX_HIDDEN_LAYERS)]
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class BackboneSchema(Strict):
+    """Which backbone, and the hash of the weights it was trained on."""
+
     name: Annotated[str, Field(max_length=100)]
     weights_sha256: Sha256
     feature_dim: Annotated[int, Field(ge=1, le=MAX_HIDDEN)]
 
 
 class FileEntry(Strict):
+    """A file of the bundle: its sha256 and size."""
+
     sha256: Sha256
     bytes: Annotated[int, Field(ge=0)]
 
 
 class CalibrationSchema(Strict):
+    """The softmax temperature and the calibration error before and after it."""
+
     temperature: Annotated[float, Field(gt=0.0, lt=1e3)]
     ece: Finite | None = None
     ece_uncalibrated: Finite | None = None
@@ -109,6 +120,8 @@ class HistorySchema(BaseModel):
 
 
 class PerClassSchema(BaseModel):
+    """Precision, recall, F1 and support of one class."""
+
     precision: float
     recall: float
     f1: float
@@ -116,6 +129,8 @@ class PerClassSchema(BaseModel):
 
 
 class MetricsSchema(BaseModel):
+    """The metrics of one split."""
+
     model_config = ConfigDict(extra="ignore")
     accuracy: float
     per_class: dict[str, PerClassSchema]
@@ -125,11 +140,15 @@ class MetricsSchema(BaseModel):
 
 
 class SkippedSchema(BaseModel):
+    """A file left out of training, and why."""
+
     path: str
     reason: str
 
 
 class DataSchema(BaseModel):
+    """What the model was trained on."""
+
     model_config = ConfigDict(extra="allow")
     root: str
     classes: list[str] = []
@@ -139,11 +158,15 @@ class DataSchema(BaseModel):
 
 
 class FineTuneStageSchema(BaseModel):
+    """Stage 2's record."""
+
     model_config = ConfigDict(extra="allow")
     history: HistorySchema
 
 
 class StagesSchema(BaseModel):
+    """The record of each training stage."""
+
     model_config = ConfigDict(extra="allow")
     fine_tune: FineTuneStageSchema | None = None
 
@@ -211,6 +234,7 @@ def read_json(path: Path, limit: int = MAX_JSON_BYTES) -> Any:
 
 
 def parse_json(data: bytes | str, where: Path | str) -> Any:
+    """JSON text as Python values, or one HeadstartError naming `where`."""
     try:
         return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

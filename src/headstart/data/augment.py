@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Augmentation:
+    """One augmentation recipe: crop, flip, rotation and colour jitter ranges (`PRESETS` holds the named ones)."""
+
     scale: tuple[float, float] = (0.6, 1.0)  # area of the crop, as a share of the image
     ratio: tuple[float, float] = (3 / 4, 4 / 3)  # aspect ratio range of the crop
     flip: bool = True  # horizontal flips (turn off where left and right matter)
@@ -30,9 +32,11 @@ class Augmentation:
 
     @property
     def fingerprint(self) -> str:
+        """A short hash of the recipe: augmented views are cached under it."""
         return dict_fingerprint(asdict(self), length=12)
 
     def to_dict(self) -> dict:
+        """JSON-shaped."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     def __call__(self, image: Image.Image, preprocessing: Preprocessing, rng: np.random.Generator) -> np.ndarray:

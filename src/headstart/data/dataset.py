@@ -31,6 +31,8 @@ IMBALANCE_RATIO = 3.0  # largest/smallest class in train at which we warn
 
 @dataclass(frozen=True)
 class Sample:
+    """One image: its path, class index and split."""
+
     path: Path
     label: int
     split: str
@@ -38,6 +40,8 @@ class Sample:
 
 @dataclass(frozen=True)
 class Skipped:
+    """A file left out, and why."""
+
     path: str
     reason: str
 
@@ -55,6 +59,7 @@ class Dataset:
     seed: int = 42
 
     def split(self, name: str) -> list[Sample]:
+        """The samples of one split (train, val or test)."""
         return [s for s in self.samples if s.split == name]
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -67,6 +72,7 @@ class Dataset:
         return out
 
     def imbalance(self) -> float:
+        """Largest over smallest class in train (1.0 when balanced)."""
         counts = [n for n in self.counts().get("train", {}).values()]
         return max(counts) / max(min(counts), 1) if counts else 1.0
 
@@ -90,6 +96,7 @@ class Dataset:
         self.validate()
 
     def validate(self) -> None:
+        """A one-line error unless there are 2 classes or more, each with a training image."""
         train = Counter(s.label for s in self.split("train"))
         empty = [name for i, name in enumerate(self.classes) if train.get(i, 0) == 0]
         if empty:

@@ -31,6 +31,7 @@ class ImageDecodeError(HeadstartError):
 
 
 def is_image_path(path: Path) -> bool:
+    """Whether the file name has an image suffix headstart decodes."""
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 

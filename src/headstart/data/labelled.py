@@ -58,6 +58,7 @@ class DataSummary:
 
     @classmethod
     def of(cls, dataset: Dataset) -> DataSummary:
+        """The summary of a scanned dataset."""
         return cls(
             root=str(dataset.root.absolute()),
             classes=list(dataset.classes),
@@ -77,10 +78,12 @@ class DataSummary:
         )
 
     def to_dict(self) -> dict:
+        """model.json's "data"."""
         return dict(vars(self))
 
     @classmethod
     def from_dict(cls, d: dict) -> DataSummary:
+        """From model.json's "data" (fields it lacks keep their defaults)."""
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def located(self, data: str | Path | None = None) -> Path:

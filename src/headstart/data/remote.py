@@ -19,6 +19,8 @@ from ..fsutil import cache_root, sha256_file
 
 @dataclass(frozen=True)
 class Archive:
+    """One zip of a named dataset: where it comes from, what it hashes to, where its classes go."""
+
     url: str
     sha256: str
     split: str  # where its class folders go: DEST/<split>/<class>/...
@@ -27,6 +29,8 @@ class Archive:
 
 @dataclass(frozen=True)
 class RemoteDataset:
+    """A dataset `headstart train NAME` downloads once (sha256-checked) and unpacks."""
+
     name: str
     description: str
     archives: tuple[Archive, ...]
@@ -58,6 +62,7 @@ REMOTE_DATASETS = {
 
 
 def datasets_dir() -> Path:
+    """Where downloaded datasets are kept: the cache's datasets/ folder."""
     return cache_root() / "datasets"
 
 

@@ -43,6 +43,8 @@ STAMP = b"headstart.shard"  # the Parquet key-value metadata naming what a shard
 
 @dataclass
 class EmbedResult:
+    """What an `embed` job did: shards written and kept, images, failures, seconds."""
+
     out: Path
     images: int
     shards: int
@@ -53,6 +55,7 @@ class EmbedResult:
 
 
 def recipe(extractor: FeatureExtractor) -> dict:
+    """What the features depend on (backbone, weights, preprocessing, test-time augmentation): the manifest's recipe."""
     return {
         "backbone": extractor.spec.name,
         "recipe": extractor.cache_key,
@@ -111,12 +114,15 @@ class ShardWriter:
         atomic_write_bytes(path, json.dumps(manifest, indent=2).encode())
 
     def span(self, shard: int) -> range:
+        """The image indices of shard `shard`."""
         return range(shard * self.shard_size, min((shard + 1) * self.shard_size, len(self.images.paths)))
 
     def path(self, shard: int) -> Path:
+        """The Parquet file of shard `shard`."""
         return self.out / f"part-{shard:05d}.parquet"
 
     def stamp(self, shard: int) -> str:
+        """What a finished shard's metadata says it holds: its paths and the recipe."""
         paths = [self.images.paths[i] for i in self.span(shard)]
         return json.dumps({"shard": shard, "paths_sha256": _digest(paths), "recipe": self.recipe["recipe"]})
 
@@ -132,6 +138,7 @@ class ShardWriter:
         return stored is not None and stored.decode() == self.stamp(shard) and meta.num_rows == len(self.span(shard))
 
     def pending(self) -> list[int]:
+        """The shards not written yet (or written for another job)."""
         return [s for s in range(self.count) if not self.done(s)]
 
     def write(

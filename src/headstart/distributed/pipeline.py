@@ -62,6 +62,7 @@ class OnnxActor:
         self.mirror = mirror
 
     def run(self, crops: np.ndarray) -> np.ndarray:
+        """The network on a batch of uint8 crops."""
         return self.session.run(None, {"images": np.ascontiguousarray(crops)})[0]
 
     def __call__(self, batch: dict) -> dict:

@@ -14,6 +14,7 @@ from .metrics import Metrics
 
 
 def metrics_table(metrics: Metrics) -> Table:
+    """Precision, recall, F1 and support per class, as a rich table."""
     table = Table()
     for col, justify in (
         ("class", "left"),
@@ -29,6 +30,7 @@ def metrics_table(metrics: Metrics) -> Table:
 
 
 def confusion_table(metrics: Metrics) -> Table:
+    """The confusion matrix as a rich table, the diagonal in green."""
     table = Table()
     table.add_column("true \\ predicted")
     for name in metrics.classes:
@@ -41,6 +43,7 @@ def confusion_table(metrics: Metrics) -> Table:
 
 
 def headline(metrics: Metrics) -> str:
+    """Accuracy (right of how many), macro F1 and top-k, in one line."""
     correct = sum(metrics.confusion[i][i] for i in range(len(metrics.classes)))
     top_k = ", ".join(f"top-{k} {v:.3f}" for k, v in metrics.top_k_accuracy.items() if k > 1)
     return f"accuracy [bold]{metrics.accuracy:.3f}[/] ({correct}/{metrics.count}), macro F1 {metrics.macro_f1:.3f}" + (
@@ -49,6 +52,7 @@ def headline(metrics: Metrics) -> str:
 
 
 def evaluation_view(metrics: Metrics, title: str) -> Group:
+    """The headline, the per-class table and the confusion matrix, under `title`."""
     return Group(
         Text.from_markup(f"[bold]{title}[/]: {headline(metrics)}"),
         metrics_table(metrics),

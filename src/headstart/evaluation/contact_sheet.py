@@ -25,12 +25,16 @@ BACKGROUND = "white"
 
 @dataclass
 class Tile:
+    """One thumbnail of a contact sheet, with its caption."""
+
     path: Path
     caption: list[str]  # one or two short lines under the thumbnail
 
 
 @dataclass
 class Section:
+    """A titled, coloured row of tiles."""
+
     title: str
     colour: str
     tiles: list[Tile] = field(default_factory=list)

@@ -123,6 +123,7 @@ class Evaluation:
         failures: dict[Path, str] | None = None,
         uncalibrated: np.ndarray | None = None,
     ) -> Evaluation:
+        """From class probabilities already computed (no model needed)."""
         labels = np.asarray(labels, dtype=np.int64)
         return cls(
             list(classes),
@@ -139,6 +140,7 @@ class Evaluation:
 
     @property
     def expected_calibration_error(self) -> float:
+        """Expected calibration error of the probabilities (15 bins)."""
         return expected_calibration_error(self.labels, self.probabilities)
 
     def per_class_rows(self) -> list[dict]:
@@ -146,11 +148,13 @@ class Evaluation:
         return self.metrics.per_class_rows()
 
     def plot_confusion(self) -> Figure:
+        """Counts and row-normalised percentages."""
         from . import plots
 
         return plots.plot_confusion(self.metrics, f"Confusion matrix, {self.split} split")
 
     def plot_calibration(self) -> Figure:
+        """Reliability diagram, before and after temperature scaling."""
         from . import plots
 
         return plots.plot_calibration(self.labels, self.probabilities, self.uncalibrated)
@@ -164,6 +168,7 @@ class Evaluation:
         )
 
     def plot_embedding(self) -> Figure:
+        """PCA of the backbone features, coloured by class, mistakes circled."""
         from . import plots
 
         return plots.plot_embedding(self.features, self.labels, self.probabilities, self.classes, self.split)

@@ -20,6 +20,8 @@ BLOCK = 1024  # rows of the similarity matrix computed at a time, to keep memory
 
 @dataclass
 class NearDuplicate:
+    """An image and its most similar image in another (or the same) split."""
+
     path: str
     split: str
     match: str  # the most similar image of the other set
@@ -29,6 +31,8 @@ class NearDuplicate:
 
 @dataclass
 class LeakageReport:
+    """What the near-duplicate check found: model.json's "leakage"."""
+
     threshold: float
     cross_split: list[NearDuplicate] = field(default_factory=list)
     within_split: list[NearDuplicate] = field(default_factory=list)
@@ -44,6 +48,7 @@ class LeakageReport:
 
     @classmethod
     def from_dict(cls, d: dict) -> LeakageReport:
+        """From model.json's "leakage"."""
         fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         for key in ("cross_split", "within_split"):
             fields[key] = [NearDuplicate(**x) for x in fields.get(key, [])]
@@ -66,6 +71,7 @@ class LeakageReport:
 
 
 def centred_unit(features: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Features centred on `mean`, scaled to unit length: their dot products are centred cosines."""
     x = features.astype(np.float32) - mean
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
@@ -126,6 +132,7 @@ def check_leakage(
     threshold: float = DEFAULT_THRESHOLD,
     history: dict | None = None,
 ) -> LeakageReport:
+    """Near-copies across and within splits, identical files, and whether validation probably leaks."""
     report = LeakageReport(threshold=threshold)
     splits_arr = np.array(splits)
     train = np.nonzero(splits_arr == "train")[0]

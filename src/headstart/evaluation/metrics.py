@@ -23,9 +23,11 @@ class Metrics:
 
     @property
     def macro_f1(self) -> float:
+        """The unweighted mean of the per-class F1."""
         return float(np.mean(self.f1))
 
     def to_dict(self) -> dict:
+        """model.json's form."""
         return {
             "count": self.count,
             "accuracy": self.accuracy,
@@ -81,6 +83,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
 
 
 def compute_metrics(y_true: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> Metrics:
+    """Accuracy, per-class precision, recall and F1, confusion matrix and top-k accuracy."""
     # Plain numpy rather than sklearn.metrics, whose import alone costs ~1 s per command here;
     # the tests check these numbers against scikit-learn.
     y_true = np.asarray(y_true, dtype=np.int64)

@@ -58,6 +58,7 @@ class FeatureCache:
         return row.astype(np.float32)
 
     def put(self, content_hash: str, features: np.ndarray) -> None:
+        """Store a row (a row that is not finite or not `dim` wide is not stored)."""
         row = np.ascontiguousarray(features, dtype="<f4").reshape(-1)
         if row.size != self.dim or not np.isfinite(row).all():
             return  # never cache what a later run could not use
@@ -82,6 +83,7 @@ class SplitCache:
         self._bounds = np.cumsum([0] + [part.dim for part in parts])
 
     def has(self, content_hash: str) -> bool:
+        """Every member has its slice of the row."""
         return all(part.has(content_hash) for part in self.parts)
 
     def get(self, content_hash: str) -> np.ndarray | None:
@@ -94,6 +96,7 @@ class SplitCache:
         return np.concatenate(rows)
 
     def put(self, content_hash: str, features: np.ndarray) -> None:
+        """Store each member's slice of the row in that member's cache."""
         row = np.asarray(features).reshape(-1)
         for part, start, end in zip(self.parts, self._bounds[:-1], self._bounds[1:]):
             part.put(content_hash, row[start:end])

@@ -70,7 +70,9 @@ class ExportedModel(Predictor):
             )
 
     def predict_arrays(self, crops: np.ndarray) -> np.ndarray:
+        """Class probabilities from the exported graph."""
         return self._run(crops)
 
     def portable(self) -> PortableNetwork:
+        """The file itself: Ray workers run it as it is."""
         return PortableNetwork(self.path, False, lambda probabilities, _: probabilities)

@@ -105,6 +105,7 @@ class FeatureExtractor:
 
     @property
     def cache_key(self) -> str:
+        """The recipe's key: backbone, weights and preprocessing."""
         return f"{self.model_id}-{self.preprocessing.fingerprint}"
 
     def cache(self, tag: str = "") -> FeatureCache | None:
@@ -113,6 +114,7 @@ class FeatureExtractor:
 
     @property
     def backbone(self) -> nn.Module:
+        """The network, built (and its weights loaded) on first use."""
         if self._backbone is None and self._tuned_state is not None:
             import torch
 
@@ -150,6 +152,7 @@ class FeatureExtractor:
         self._sessions.clear()
 
     def resolved_engine(self) -> str:
+        """The runtime `engine` means here: auto is onnxruntime when it is installed."""
         if self.engine != "auto":
             return self.engine
         return "onnxruntime" if importlib.util.find_spec("onnxruntime") else "torch"
@@ -206,6 +209,7 @@ class EnsembleExtractor(FeatureExtractor):
         ]
 
     def cache(self, tag: str = "") -> SplitCache | None:
+        """The members' caches, as one."""
         parts = [member.cache(tag) for member in self.members]
         return None if None in parts else SplitCache(parts)
 

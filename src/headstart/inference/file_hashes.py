@@ -33,6 +33,7 @@ def _key(path: str | Path) -> bytes:
 
 
 def stamp_of(path: str | Path) -> Stamp | None:
+    """(size, inode, mtime, ctime) of a file, or None when it can't be read."""
     try:
         s = os.stat(path)
     except OSError:

@@ -37,6 +37,7 @@ class Normalize(nn.Module):
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC images -> normalised float NCHW."""
         return (images.permute(0, 3, 1, 2).float() - self.mean) / self.std
 
 
@@ -69,6 +70,7 @@ class ModelGraph(nn.Module):
 
     @classmethod
     def features(cls, backbone: nn.Module, preprocessing: Preprocessing, tta: str = "none") -> ModelGraph:
+        """uint8 crops -> the backbone's pooled features."""
         return cls(preprocessing, backbone.blocks(), tta=tta)
 
     @classmethod
@@ -80,15 +82,18 @@ class ModelGraph(nn.Module):
         temperature: float = 1.0,
         tta: str = "none",
     ) -> ModelGraph:
+        """uint8 crops -> class probabilities."""
         return cls(preprocessing, backbone.blocks(), head, temperature, tta=tta)
 
     def activations(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 crops -> the last block's activation map."""
         x = self.normalize(images)
         for block in self.blocks:
             x = block(x)
         return x
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 crops -> features, probabilities or activations, as built."""
         if not self.pool:
             return self.activations(images)
         if self.tta == "flip":  # both views in one batch: one pass through the backbone

@@ -75,6 +75,7 @@ class Head:
 
     @property
     def num_parameters(self) -> int:
+        """Weights and biases, counted."""
         return sum(w.size + b.size for w, b in zip(self.weights, self.biases))
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -104,4 +105,3 @@ class Head:
         )
         module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in self.state_dict().items()})
         return module.eval()
-

@@ -86,6 +86,7 @@ class Model(Predictor):
         return softmax(self.decision_function(features), self.temperature)
 
     def predict_arrays(self, crops: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, classes) for uint8 crops (N, H, W, 3)."""
         return self.predict_proba(self.extractor.embed(crops))
 
     def portable(self) -> PortableNetwork:

@@ -50,6 +50,7 @@ class PredictionFile:
             self._parquet = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
 
     def write(self, predictions: Predictions) -> None:
+        """Append a chunk of predictions."""
         if self._csv is not None:
             predictions.write_csv(self._csv, header=not self._header_written)
             self._header_written = True
@@ -69,6 +70,7 @@ class PredictionFile:
         self.rows += len(predictions)
 
     def close(self, keep: bool = True) -> None:
+        """Finish the file: in place if `keep`, else removed."""
         for handle in (self._csv, self._parquet):
             if handle is not None:
                 handle.close()

@@ -70,6 +70,7 @@ class Predictions:
 
     @property
     def labels(self) -> list[str]:
+        """The predicted label of each readable image, in order."""
         return [p.label for p in self.items]
 
     def write_csv(self, file: TextIO, header: bool = True) -> None:

@@ -268,6 +268,7 @@ class BodyLimit:
 
     @property
     def message(self) -> str:
+        """What a client sent too much is told."""
         return f"request body over the {self.limit} bytes limit"
 
 

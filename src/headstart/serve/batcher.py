@@ -27,11 +27,13 @@ class GreedyBatcher:
         self.worker.start()
 
     def submit(self, crops: np.ndarray) -> Future:
+        """Queue crops for the next model run; the future holds their probabilities."""
         future: Future = Future()
         self.queue.put((crops, future))
         return future
 
     def close(self) -> None:
+        """Stop the worker after what is queued."""
         self.queue.put(None)
         self.worker.join(timeout=10)
 

@@ -21,11 +21,15 @@ CLASS_NAME = re.compile(r"^[^/\\\x00-\x1f.][^/\\\x00-\x1f]{0,99}$")  # no separa
 
 @dataclass
 class Saved:
+    """An upload's outcome: the name it was saved under, or why it was refused."""
+
     name: str
     error: str | None = None
 
 
 class Project:
+    """A studio project folder: its classes (sub-folders), their images, and its models."""
+
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().absolute()
         if self.root.exists() and not self.root.is_dir():
@@ -35,6 +39,7 @@ class Project:
 
     # -- classes
     def classes(self) -> list[str]:
+        """The class folders' names, sorted (hidden folders are not classes)."""
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def _class_dir(self, name: str, must_exist: bool = True) -> Path:
@@ -46,25 +51,30 @@ class Project:
         return path
 
     def add_class(self, name: str) -> None:
+        """Make an empty class folder."""
         path = self._class_dir(name, must_exist=False)
         if path.exists():
             raise HeadstartError(f"class {name!r} already exists")
         path.mkdir()
 
     def rename_class(self, name: str, new: str) -> None:
+        """Rename a class folder (its images go with it)."""
         src, dst = self._class_dir(name), self._class_dir(new, must_exist=False)
         if dst.exists():
             raise HeadstartError(f"class {new!r} already exists")
         src.rename(dst)
 
     def delete_class(self, name: str) -> None:
+        """Delete a class folder and its images, from disk."""
         shutil.rmtree(self._class_dir(name))
 
     # -- images
     def images(self, name: str) -> list[str]:
+        """The image files of a class, sorted."""
         return sorted(p.name for p in self._class_dir(name).iterdir() if p.is_file() and is_image_path(p))
 
     def image_path(self, name: str, file: str) -> Path:
+        """The path of one image of a class; a name that would leave the folder is refused."""
         path = self._class_dir(name) / file
         if Path(file).name != file or file.startswith(".") or not path.is_file():
             raise HeadstartError(f"no image {file!r} in {name!r}")
@@ -87,9 +97,11 @@ class Project:
         return Saved(target.name)
 
     def delete_image(self, name: str, file: str) -> None:
+        """Delete one image, from disk."""
         self.image_path(name, file).unlink()
 
     def move_image(self, name: str, file: str, to: str) -> str:
+        """Move an image to another class (renamed if the name is taken there); its new name."""
         src, folder = self.image_path(name, file), self._class_dir(to)
         target, n = folder / file, 1
         while target.exists():
@@ -98,6 +110,7 @@ class Project:
         return target.name
 
     def thumbnail(self, name: str, file: str, size: int = 160) -> bytes:
+        """A JPEG thumbnail of an image, at most `size` px."""
         image = decode(self.image_path(name, file).read_bytes(), min_size=size)
         image.thumbnail((size, size))
         buf = io.BytesIO()
@@ -106,9 +119,11 @@ class Project:
 
     # -- models
     def models(self) -> list[Path]:
+        """The project's model bundles, oldest first."""
         if not self.models_dir.is_dir():
             return []
         return sorted(p for p in self.models_dir.iterdir() if is_bundle(p))
 
     def new_model_dir(self) -> Path:
+        """Where the next model is saved: .headstart/models/<date-time>."""
         return self.models_dir / time.strftime("%Y%m%d-%H%M%S")

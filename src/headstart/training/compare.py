@@ -30,6 +30,8 @@ from .run import DatasetFeatures, TrainingRun
 
 @dataclass
 class Candidate:
+    """One backbone (with or without flip) measured on the comparison's held-out images."""
+
     backbone: str
     accuracy: float
     low: float  # Wilson 95% interval of the accuracy
@@ -44,6 +46,7 @@ class Candidate:
 
     @property
     def label(self) -> str:
+        """How tables name it."""
         return label(self.backbone, self.tta)
 
     @property
@@ -54,6 +57,8 @@ class Candidate:
 
 @dataclass
 class Comparison:
+    """What `compare` measured, and which candidate it recommends."""
+
     data: str
     split: str  # where accuracy was measured
     images: int  # how many images that split holds
@@ -63,6 +68,7 @@ class Comparison:
     skipped: list[str] = field(default_factory=list)  # candidates not tried: the budget ran out
 
     def to_dict(self) -> dict:
+        """JSON-shaped (`headstart compare --format json`)."""
         out = asdict(self)
         for candidate in out["candidates"]:
             del candidate["correct"]
@@ -85,6 +91,7 @@ def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def mark_pareto(candidates: list[Candidate]) -> None:
+    """Mark the candidates no other beats on both accuracy and latency."""
     for c in candidates:
         c.pareto = not any(
             o is not c

@@ -38,6 +38,7 @@ class DatasetFeatures:
         return cls(extraction, {paths[i]: row for row, i in enumerate(extraction.ok)}, time.perf_counter() - started)
 
     def of(self, samples: list) -> np.ndarray:
+        """The feature rows of `samples`, in their order."""
         return self.extraction.features[[self.rows[s.path] for s in samples]]
 
     def by_split(self, dataset: Dataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -49,6 +50,7 @@ class DatasetFeatures:
         }
 
     def leakage(self, dataset: Dataset, threshold: float, history: History) -> LeakageReport:
+        """The near-duplicate check on these features."""
         samples = dataset.samples
         hashes = [self.extraction.hashes[self.rows[s.path]] for s in samples]
         return check_leakage(

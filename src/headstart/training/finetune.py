@@ -60,6 +60,7 @@ class Upper(nn.Module):
         self.head = head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The unfrozen blocks and the head on the frozen blocks' activations."""
         for block in self.blocks:
             x = block(x)
         return self.head(x.mean((2, 3)))
@@ -209,6 +210,7 @@ class FineTuneStage:
         return acts.contiguous(memory_format=torch.channels_last) if self.channels_last else acts
 
     def activations(self, epoch: int) -> torch.Tensor:
+        """The frozen blocks' output for this epoch's training crops (the cached one without augmentation)."""
         if self.cached is not None:
             return self.cached
         transform = None
@@ -218,11 +220,13 @@ class FineTuneStage:
         return self.lower(load_crops(self.train_paths, self.preprocessing, transform)[0])
 
     def start_epoch(self, epoch: int) -> None:
+        """Training mode with BatchNorm frozen, and this epoch's activations."""
         self.upper.train()
         freeze_batchnorm(self.upper)
         self.acts = self.activations(epoch)
 
     def step(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimiser step on this rank's part of `batch`."""
         batch = self.ranks.batch(batch)  # this rank's part of the global batch
         with self.autocast():
             logits = self.train_forward(self.acts[batch]).float()
@@ -235,6 +239,7 @@ class FineTuneStage:
         return loss, logits, self.y[batch]
 
     def validate(self) -> tuple[float, float]:
+        """Validation loss and accuracy."""
         self.upper.eval()
         with torch.no_grad(), self.autocast():
             logits = torch.cat(
@@ -243,16 +248,20 @@ class FineTuneStage:
         return self.val_loss(logits, self.yv).item(), (logits.argmax(1) == self.yv).float().mean().item()
 
     def weights(self) -> dict:
+        """The backbone's and the head's tensors."""
         return {"backbone": self.backbone.state_dict(), "head": self.head.state_dict()}
 
     def load_weights(self, weights: dict) -> None:
+        """Restore `weights()`' tensors."""
         self.backbone.load_state_dict(weights["backbone"])
         self.head.load_state_dict(weights["head"])
 
     def state(self) -> dict:
+        """Optimiser and schedule state."""
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
 
     def load_state(self, state: dict) -> None:
+        """Restore `state()`."""
         optimizer = dict(state["optimizer"])
         optimizer["state"] = {int(k): v for k, v in optimizer["state"].items()}  # JSON made the keys strings
         self.optimizer.load_state_dict(optimizer)

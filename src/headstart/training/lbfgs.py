@@ -19,6 +19,8 @@ Objective = Callable[[np.ndarray], tuple[float, np.ndarray]]  # x -> (value, gra
 
 @dataclass
 class Minimum:
+    """Where L-BFGS stopped: the point, its value, the iterations, whether it converged."""
+
     x: np.ndarray
     value: float
     iterations: int

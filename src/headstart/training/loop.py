@@ -41,12 +41,14 @@ class Stage(Protocol):
     def weights(self) -> dict[str, Any]:
         """The tensors to keep when an epoch is the best so far."""
 
-    def load_weights(self, weights: dict[str, Any]) -> None: ...
+    def load_weights(self, weights: dict[str, Any]) -> None:
+        """Restore tensors `weights()` gave."""
 
     def state(self) -> dict[str, Any]:
         """Optimiser (and schedule) state, for checkpoints."""
 
-    def load_state(self, state: dict[str, Any]) -> None: ...
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what `state()` gave."""
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -36,9 +36,11 @@ class SoftmaxRegression:
 
     @property
     def size(self) -> int:
+        """Parameters: one weight per feature and class, plus a bias per class."""
         return (self.x.shape[1] + 1) * self.num_classes
 
     def split(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """theta -> (weights (classes, features), biases)."""
         d = self.x.shape[1]
         return theta[: self.num_classes * d].reshape(self.num_classes, d), theta[self.num_classes * d :]
 
@@ -49,9 +51,11 @@ class SoftmaxRegression:
         return z - np.log(np.exp(z).sum(1, keepdims=True))
 
     def loss(self, theta: np.ndarray) -> float:
+        """The (smoothed, class-weighted) cross-entropy at theta."""
         return float(-(self.targets * self._log_probabilities(theta)).sum())
 
     def accuracy(self, theta: np.ndarray) -> float:
+        """Share of examples whose most probable class is theirs."""
         return float((self._log_probabilities(theta).argmax(1) == self.y).mean())
 
     def objective(self, l2: float):
@@ -68,5 +72,6 @@ class SoftmaxRegression:
         return value_and_gradient
 
     def fit(self, l2: float, start: np.ndarray | None = None) -> np.ndarray:
+        """theta minimising the loss plus l2 / 2 |W|^2, from `start` (default zero)."""
         start = np.zeros(self.size, np.float32) if start is None else start
         return minimize_lbfgs(self.objective(l2), start).x

@@ -42,11 +42,13 @@ class AdamW:
         self.steps = 0
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """Drop the gradients."""
         for p in self.params:
             p.grad = None
 
     @torch.no_grad()
     def step(self) -> None:
+        """One update of every parameter with a gradient."""
         self.steps += 1
         beta1, beta2 = self.betas
         bias1, bias2 = 1 - beta1**self.steps, 1 - beta2**self.steps
@@ -59,9 +61,11 @@ class AdamW:
             p.addcdiv_(m, (v / bias2).sqrt_().add_(self.eps), value=-self.lr / bias1)
 
     def state_dict(self) -> dict:
+        """The moments and the step count."""
         return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()`."""
         self.exp_avg, self.exp_avg_sq, self.steps = list(state["exp_avg"]), list(state["exp_avg_sq"]), state["steps"]
 
 
@@ -81,9 +85,11 @@ class HeadStage:
         self.size = len(self.x)
 
     def start_epoch(self, epoch: int) -> None:
+        """Training mode (dropout on)."""
         self.head.train()
 
     def step(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimiser step on the examples of `batch`."""
         logits = self.head(self.x[batch])
         loss = self.loss(logits, self.y[batch])
         self.optimizer.zero_grad(set_to_none=True)
@@ -92,21 +98,26 @@ class HeadStage:
         return loss, logits, self.y[batch]
 
     def validate(self) -> tuple[float, float]:
+        """Validation loss and accuracy (training data's when there is no validation split)."""
         self.head.eval()
         with torch.no_grad():
             logits = self.head(self.xv)
             return self.val_loss(logits, self.yv).item(), (logits.argmax(1) == self.yv).float().mean().item()
 
     def weights(self) -> dict:
+        """The head's tensors."""
         return self.head.state_dict()
 
     def load_weights(self, weights: dict) -> None:
+        """Restore `weights()`."""
         self.head.load_state_dict(weights)
 
     def state(self) -> dict:
+        """The optimiser's state."""
         return self.optimizer.state_dict()
 
     def load_state(self, state: dict) -> None:
+        """Restore `state()`."""
         self.optimizer.load_state_dict(state)
 
 

@@ -26,4 +26,5 @@ class EarlyStopping:
 
     @property
     def should_stop(self) -> bool:
+        """`patience` updates in a row without a lower loss."""
         return self.stale >= self.patience

@@ -27,6 +27,7 @@ class SameConv2d(nn.Conv2d):
         self.out_size = out_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad as TensorFlow would, then convolve."""
         return super().forward(F.pad(x, self.same_pad) if any(self.same_pad) else x)
 
 
@@ -48,6 +49,7 @@ class MBConv(nn.Module):
         self.out_size = self._depthwise_conv.out_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block on activations (N, C, H, W)."""
         y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
         y = F.relu6(self._bn1(self._depthwise_conv(y)))
         y = self._bn2(self._project_conv(y))
@@ -62,6 +64,7 @@ class ConvBNReLU6(nn.Module):
         self.conv, self.bn = conv, bn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolution, BatchNorm, ReLU6."""
         return F.relu6(self.bn(self.conv(x)))
 
 
@@ -92,10 +95,12 @@ class EfficientNetLite(nn.Module):
         return [ConvBNReLU6(self._conv_stem, self._bn0), *self._blocks, ConvBNReLU6(self._conv_head, self._bn1)]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images (N, 3, H, W) -> pooled features (N, 1280)."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
         return F.relu6(self._bn1(self._conv_head(x))).mean((2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """ImageNet logits (N, 1000)."""
         return self._fc(self.forward_features(x))

@@ -23,6 +23,7 @@ class Member(nn.Module):
         self.register_buffer("std", torch.tensor(preprocessing.std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """A [0, 1] crop (N, 3, H, W) -> this member's pooled features."""
         if self.size is not None:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
         x = (x - self.mean) / self.std
@@ -43,6 +44,7 @@ class Ensemble(nn.Module):
         return [self]  # one frozen unit: nothing in it is fine-tuned
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member's features side by side, as an (N, D, 1, 1) map."""
         return torch.cat([member(x) for member in self.members], dim=1)[:, :, None, None]
 
 

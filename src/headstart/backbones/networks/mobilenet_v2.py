@@ -36,6 +36,7 @@ class InvertedResidual(nn.Module):
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block on activations (N, C, H, W)."""
         return x + self.conv(x) if self.use_residual else self.conv(x)
 
 
@@ -62,7 +63,9 @@ class MobileNetV2(nn.Module):
         return list(self.features)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images (N, 3, H, W) -> pooled features (N, 1280)."""
         return self.features(x).mean((2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """ImageNet logits (N, 1000)."""
         return self.classifier(self.forward_features(x))
