@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="A,B+C,...",
         help="default: every backbone whose weights are installed, and " + ", ".join(ENSEMBLES),
     )
-    p.add_argument("--tta", metavar="none,flip", help="test-time augmentations to try (default: none,flip)")
+    p.add_argument(
+        "--tta", dest="tta_modes", metavar="none,flip", help="test-time augmentations to try (default: none,flip)"
+    )
     add_hparams_arguments(p, ("budget", "seed", "group_by"))
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default %(default)s)")
     p.set_defaults(func=cmd_compare)

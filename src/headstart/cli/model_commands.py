@@ -242,7 +242,7 @@ def cmd_compare(args) -> int:
         hp,
         on_event=events(args) if args.format == "table" else None,
         quiet=True,
-        tta=_names(args.tta),
+        tta=_names(args.tta_modes),
         budget=hp.budget,
     )
     if args.format == "json":
