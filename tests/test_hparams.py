@@ -131,3 +131,37 @@ def test_presets_set_backbone_and_tta_and_given_flags_win(capsys, monkeypatch):
     help_text = " ".join(capsys.readouterr().out.split())
     for name, preset in PRESETS.items():
         assert f"{name}: {preset['summary']}" in help_text
+
+
+def test_limits_and_choices_are_declared_once_and_shared_by_the_cli_and_the_studio(capsys):
+    from dataclasses import fields
+
+    from headstart.cli import main
+    from headstart.hparams import choices, settings_model
+    from headstart.studio.options import TRAIN_SETTINGS, TrainSettings
+
+    everything = settings_model().model_json_schema()["properties"]
+    studio = TrainSettings.model_json_schema()["properties"]
+    assert set(studio) == set(TRAIN_SETTINGS) and all(studio[name] == everything[name] for name in studio)
+    assert set(everything) == {f.name for f in fields(HParams)}
+    assert everything["epochs"]["minimum"] == 1 and everything["dropout"]["exclusiveMaximum"] == 1
+    assert choices("augment") == ("none", "light", "strong") and choices("fine_tune") is None  # N or "all"
+    with pytest.raises(HeadstartError, match="invalid hidden: .*at most 8 items"):
+        HParams(hidden=(8,) * 9)  # a bundle holds at most 8 hidden layers: refused before training, not at load
+    with pytest.raises(HeadstartError, match="invalid fine_tune: 'some'"):
+        HParams(fine_tune="some")
+    assert HParams(fine_tune="3").fine_tune == 3 and HParams(fine_tune="all").fine_tune == "all"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "data", "--augment", "bogus"])
+    assert exit_info.value.code == 2 and "invalid choice: 'bogus'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["embed", "data", "--out", "x", "--tta", "mirror"])  # embed's flags come from the same fields
+    assert "--tta: invalid choice: 'mirror'" in capsys.readouterr().err
+
+
+def test_backbones_lists_the_weights_requirements(capsys):
+    from headstart.backbones import weights_requirements
+    from headstart.cli import main
+
+    assert main(["backbones", "--requirements"]) == 0
+    assert capsys.readouterr().out.split() == weights_requirements()

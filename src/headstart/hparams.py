@@ -23,7 +23,6 @@ from .schema import MAX_HIDDEN as MAX_WIDTH
 from .schema import MAX_HIDDEN_LAYERS  # what a bundle may hold
 
 
-
 def knob(
     default: Any,
     help: str,
