@@ -89,15 +89,7 @@ def toys(tmp_path_factory):
         num_blocks=2,
         parameters=0.001,
     )
-    fmt = ExportFormat(
-        name="toy",
-        suffix=".toy",
-        title="Toy",
-        runtime="onnxruntime",
-        write=write_toy,
-        runner=onnx_runner,
-        load=ToyExported,
-    )
+    fmt = ExportFormat("toy", ".toy", "Toy", "onnxruntime", write_toy, onnx_runner, load=ToyExported)
     figure = ReportFigure(
         "toy_histogram",
         "Confidence",

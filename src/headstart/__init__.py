@@ -32,19 +32,28 @@ _LAZY = {
     "Predictor": "inference.predictor",
     "TrainingRecord": "evaluation.record",
     "TrainingRun": "training.run",
+    "RunOptions": "training.options",
+    # the extension points: a backbone, an export format, a report figure (see headstart.registry)
+    "register_backbone": "backbones",
+    "register_export_format": "export",
+    "register_figure": "evaluation.figures",
 }
 
 if TYPE_CHECKING:
+    from .backbones import register_backbone
     from .classifier import Classifier, load, train
     from .errors import HeadstartError
     from .evaluation.evaluation import Evaluation
+    from .evaluation.figures import register_figure
     from .evaluation.record import TrainingRecord
     from .events import Cancelled, Event, EventBus
+    from .export import register_export_format
     from .hparams import HParams
     from .inference.exported import ExportedModel
     from .inference.model import Model
     from .inference.predictor import Prediction, Predictions, Predictor
     from .training.compare import compare
+    from .training.options import RunOptions
     from .training.run import TrainingRun
 
 
@@ -67,10 +76,14 @@ __all__ = [
     "Prediction",
     "Predictions",
     "Predictor",
+    "RunOptions",
     "TrainingRecord",
     "TrainingRun",
     "__version__",
     "compare",
     "load",
+    "register_backbone",
+    "register_export_format",
+    "register_figure",
     "train",
 ]

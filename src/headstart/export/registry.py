@@ -62,7 +62,8 @@ class ExportJob:
 
 @dataclass(frozen=True)
 class ExportFormat:
-    """One export format.
+    """One export format: a row of the table (name, suffix, title, runtime, writer, runner), as
+    Ultralytics' `export_formats()` rows are, with the options after it.
 
     Attributes:
         name: what `--format` calls it ("onnx").
@@ -107,15 +108,8 @@ class ExportFormat:
 
     def describe(self) -> dict:
         """JSON-shaped, for the studio's page."""
-        return {
-            "name": self.name,
-            "title": self.title,
-            "suffix": self.suffix,
-            "runtime": self.runtime,
-            "exact": self.exact,
-            "available": self.available(),
-            "install": self.install,
-        }
+        shown = ("name", "title", "suffix", "runtime", "exact", "install")
+        return {key: getattr(self, key) for key in shown} | {"available": self.available()}
 
 
 EXPORT_FORMATS: Registry[ExportFormat] = Registry("export format", builtins=f"{__package__}.formats")

@@ -104,27 +104,11 @@ def load_onnx(path: Path) -> ExportedModel:
     return ExportedModel(path)
 
 
+ONNX_RUNTIME = "onnxruntime, and any ONNX runtime"
+register_export_format(ExportFormat("onnx", ".onnx", "ONNX", ONNX_RUNTIME, write_onnx, run_onnx, load=load_onnx))
 register_export_format(
     ExportFormat(
-        name="onnx",
-        suffix=".onnx",
-        title="ONNX",
-        runtime="onnxruntime, and any ONNX runtime",
-        write=write_onnx,
-        runner=run_onnx,
-        load=load_onnx,
+        "onnx-int8", ".int8.onnx", "int8 ONNX", "onnxruntime (com.microsoft QLinear operators)", write_onnx_int8,
+        run_onnx, load=load_onnx, exact=False, calibrates=True,
     )
-)
-register_export_format(
-    ExportFormat(
-        name="onnx-int8",
-        suffix=".int8.onnx",
-        title="int8 ONNX",
-        runtime="onnxruntime (com.microsoft QLinear operators)",
-        write=write_onnx_int8,
-        runner=run_onnx,
-        load=load_onnx,
-        exact=False,
-        calibrates=True,
-    )
-)
+)  # fmt: skip

@@ -67,28 +67,17 @@ def write_tflite(job: ExportJob, quantize: bool = False) -> None:
     (job.target.parent / f"{job.target.name}.labels.txt").write_text("\n".join(job.model.classes) + "\n", "utf-8")
 
 
+NEEDS = ("litert_torch", "ai_edge_litert")
 register_export_format(
     ExportFormat(
-        name="tflite",
-        suffix=".tflite",
-        title="TFLite",
-        runtime="LiteRT (TensorFlow Lite)",
-        write=write_tflite,
-        runner=tflite_runner,
-        requires=("litert_torch", "ai_edge_litert"),
-        install=INSTALL,
+        "tflite", ".tflite", "TFLite", "LiteRT (TensorFlow Lite)", write_tflite, tflite_runner,
+        requires=NEEDS, install=INSTALL,
     )
-)
+)  # fmt: skip
 register_export_format(
     ExportFormat(
-        name="tflite-int8",
-        suffix=".int8.tflite",
-        title="int8 TFLite",
-        runtime="LiteRT, dynamic-range int8 weights",
-        write=partial(write_tflite, quantize=True),
-        runner=tflite_runner,
-        exact=False,
-        requires=("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
-        install=INSTALL,
+        "tflite-int8", ".int8.tflite", "int8 TFLite", "LiteRT, dynamic-range int8 weights",
+        partial(write_tflite, quantize=True), tflite_runner,
+        exact=False, requires=(*NEEDS, "ai_edge_quantizer"), install=INSTALL,
     )
-)
+)  # fmt: skip

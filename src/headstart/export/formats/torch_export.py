@@ -39,13 +39,7 @@ def torch_export_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     return run
 
 
+TORCH_RUNTIMES = "PyTorch (torch.export.load), ExecuTorch, AOTInductor"
 register_export_format(
-    ExportFormat(
-        name="torch-export",
-        suffix=".pt2",
-        title="torch.export",
-        runtime="PyTorch (torch.export.load), ExecuTorch, AOTInductor",
-        write=write_torch_export,
-        runner=torch_export_runner,
-    )
+    ExportFormat("torch-export", ".pt2", "torch.export", TORCH_RUNTIMES, write_torch_export, torch_export_runner)
 )
