@@ -18,7 +18,8 @@ import pytest
 
 from headstart import HeadstartError
 from headstart.backbones import get_backbone
-from headstart.distributed.cluster import RayOptions, ray_cluster
+from headstart.distributed.cluster import ray_cluster
+from headstart.options import RayOptions
 from headstart.distributed.embeddings import MANIFEST, embed, import_features
 from headstart.events import Cancelled
 from headstart.inference.features import FeatureExtractor
