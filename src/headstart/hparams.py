@@ -12,15 +12,19 @@ import functools
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from annotated_types import Ge, Gt, Interval, Len, MaxLen
 
 from .errors import HeadstartError
 from .options import TTA, Precision
 from .presets import PRESETS
-from .schema import MAX_HIDDEN as MAX_WIDTH
-from .schema import MAX_HIDDEN_LAYERS  # what a bundle may hold
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, TypeAdapter
+
+# What a bundle may hold (schema.HeadSchema reads them too): a head this wide trains, saves and loads.
+MAX_HIDDEN_LAYERS, MAX_WIDTH = 8, 16_384
 
 
 def knob(
@@ -59,8 +63,8 @@ MODEL, OPTIMISATION, AUGMENTATION, FINE_TUNING, DATA = (
 )
 
 Solver = Literal["auto", "lbfgs", "adamw"]  # how stage 1 trains the head
-Share = Annotated[float, Field(ge=0, lt=1)]  # a fraction that leaves something over
-Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+Share = Annotated[float, Interval(ge=0, lt=1)]  # a fraction that leaves something over
+Width = Annotated[int, Interval(ge=1, le=MAX_WIDTH)]
 
 
 @dataclass
@@ -80,16 +84,16 @@ class HParams:
     """
 
     # model
-    backbone: Annotated[str, Field(min_length=1, max_length=200)] = knob(
+    backbone: Annotated[str, Len(1, 200)] = knob(
         "mobilenet_v2",
         "pretrained backbone (see `headstart backbones`), or auto: the one `headstart compare` recommends here",
         MODEL,
     )
-    hidden: Annotated[tuple[Width, ...], Field(max_length=MAX_HIDDEN_LAYERS)] = knob(
+    hidden: Annotated[tuple[Width, ...], MaxLen(MAX_HIDDEN_LAYERS)] = knob(
         (), "dense+ReLU layers before the softmax layer, e.g. 512,256", MODEL, type=parse_widths, metavar="W[,W...]"
     )
     dropout: Share = knob(0.2, "dropout before each dense layer (adamw head and fine-tuning)", MODEL)
-    budget: Annotated[float, Field(ge=0)] | None = knob(
+    budget: Annotated[float, Ge(0)] | None = knob(
         None,
         "seconds a comparison of backbones (--backbone auto, `headstart compare`) may take; candidates start "
         "cheapest first, and none starts after it",
@@ -111,19 +115,19 @@ class HParams:
         "auto: lbfgs unless --hidden asks for layers",
         OPTIMISATION,
     )
-    l2: Annotated[float, Field(gt=0)] | None = knob(
+    l2: Annotated[float, Gt(0)] | None = knob(
         None, "lbfgs: this L2 strength instead of the one validation picks", OPTIMISATION, type=float, metavar="X"
     )
-    epochs: Annotated[int, Field(ge=1, le=10_000)] = knob(
+    epochs: Annotated[int, Interval(ge=1, le=10_000)] = knob(
         100, "adamw: maximum epochs; early stopping on validation loss usually ends sooner", OPTIMISATION
     )
-    batch_size: Annotated[int, Field(ge=1, le=4096)] = knob(
+    batch_size: Annotated[int, Interval(ge=1, le=4096)] = knob(
         32, "adamw head and fine-tuning: examples per optimiser step", OPTIMISATION
     )
-    learning_rate: Annotated[float, Field(gt=0)] = knob(1e-3, "adamw: learning rate", OPTIMISATION, flag="--lr")
-    weight_decay: Annotated[float, Field(ge=0)] = knob(1e-4, "adamw head and fine-tuning: weight decay", OPTIMISATION)
+    learning_rate: Annotated[float, Gt(0)] = knob(1e-3, "adamw: learning rate", OPTIMISATION, flag="--lr")
+    weight_decay: Annotated[float, Ge(0)] = knob(1e-4, "adamw head and fine-tuning: weight decay", OPTIMISATION)
     label_smoothing: Share = knob(0.0, "share of each target spread over the other classes", OPTIMISATION)
-    patience: Annotated[int, Field(ge=1)] = knob(
+    patience: Annotated[int, Ge(1)] = knob(
         10, "adamw: epochs without a lower validation loss before stopping", OPTIMISATION
     )
     class_weights: Literal["none", "auto"] = knob(
@@ -132,52 +136,52 @@ class HParams:
     calibrate: bool = knob(
         False, "fit a softmax temperature on validation so probabilities match accuracy", OPTIMISATION
     )
-    seed: Annotated[int, Field(ge=0)] = knob(42, "seed for splits, shuffling and initialisation", OPTIMISATION)
+    seed: Annotated[int, Ge(0)] = knob(42, "seed for splits, shuffling and initialisation", OPTIMISATION)
     # augmentation
     augment: Literal["none", "light", "strong"] = knob(
         "none",
         "light: random resized crop, flip, small rotation; strong: also colour jitter, tighter crops",
         AUGMENTATION,
     )
-    views: Annotated[int, Field(ge=0, le=64)] = knob(
+    views: Annotated[int, Interval(ge=0, le=64)] = knob(
         0, "embed K augmented views of each training image for the head (cached)", AUGMENTATION, metavar="K"
     )
     flip: bool = knob(True, "no horizontal flips (left and right matter)", AUGMENTATION, flag="--no-flip")
-    aug_scale: Annotated[float, Field(gt=0, le=1)] | None = knob(
+    aug_scale: Annotated[float, Interval(gt=0, le=1)] | None = knob(
         None, "override: smallest crop, as a share of the image area", AUGMENTATION, type=float, metavar="MIN"
     )
-    aug_rotation: Annotated[float, Field(ge=0, le=180)] | None = knob(
+    aug_rotation: Annotated[float, Interval(ge=0, le=180)] | None = knob(
         None, "override: largest rotation, in degrees", AUGMENTATION, type=float, metavar="DEG"
     )
-    aug_color: Annotated[float, Field(ge=0, le=1)] | None = knob(
+    aug_color: Annotated[float, Interval(ge=0, le=1)] | None = knob(
         None, "override: brightness/contrast/saturation jitter", AUGMENTATION, type=float, metavar="X"
     )
     # stage 2: fine-tuning
-    fine_tune: Annotated[int, Field(ge=0)] | Literal["all"] = knob(
+    fine_tune: Annotated[int, Ge(0)] | Literal["all"] = knob(
         0,
         "unfreeze the top N backbone blocks (or all) after the head is trained",
         FINE_TUNING,
         type=str,
         metavar="N|all",
     )
-    fine_tune_epochs: Annotated[int, Field(ge=1, le=1000)] = knob(
+    fine_tune_epochs: Annotated[int, Interval(ge=1, le=1000)] = knob(
         15, "maximum epochs of stage 2; early stopping on validation loss", FINE_TUNING
     )
-    fine_tune_lr: Annotated[float, Field(gt=0)] = knob(
+    fine_tune_lr: Annotated[float, Gt(0)] = knob(
         1e-4, "backbone learning rate; the head gets 10x (discriminative rates)", FINE_TUNING
     )
-    fine_tune_patience: Annotated[int, Field(ge=1)] = knob(
+    fine_tune_patience: Annotated[int, Ge(1)] = knob(
         4, "stage-2 epochs without a lower validation loss before stopping", FINE_TUNING
     )
-    warmup_epochs: Annotated[int, Field(ge=0)] = knob(
+    warmup_epochs: Annotated[int, Ge(0)] = knob(
         1, "epochs of linear learning-rate warm-up before cosine decay", FINE_TUNING
     )
-    grad_clip: Annotated[float, Field(gt=0)] = knob(1.0, "gradient norm clip", FINE_TUNING)
+    grad_clip: Annotated[float, Gt(0)] = knob(1.0, "gradient norm clip", FINE_TUNING)
     precision: Precision = knob("fp32", "bf16: autocast on CPUs that support it", FINE_TUNING)
     # data
     val_fraction: Share = knob(0.1, "share of images held out for validation when not pre-split", DATA)
     test_fraction: Share = knob(0.1, "share held out for the final test when not pre-split", DATA)
-    group_by: Annotated[str, Field(min_length=1)] | None = knob(
+    group_by: Annotated[str, Len(1)] | None = knob(
         None,
         "keep groups in one split: auto clusters near-duplicate images; a regex groups files by "
         "its capture in the file name, e.g. '^[a-z]+(\\d+)-' for rock01-023.png",
@@ -185,7 +189,7 @@ class HParams:
         type=str,
         metavar="auto|REGEX",
     )
-    near_duplicate_threshold: Annotated[float, Field(gt=0, le=1)] = knob(
+    near_duplicate_threshold: Annotated[float, Interval(gt=0, le=1)] = knob(
         0.75, "centred feature cosine at which two images count as near-copies", DATA, metavar="COS"
     )
 
@@ -250,6 +254,7 @@ def cli_flag(f) -> str:
     return f.metadata["cli"]["flag"] or "--" + f.name.replace("_", "-")
 
 
+@functools.cache
 def annotations() -> dict[str, Any]:
     """Each field's annotation, limits and choices included."""
     return typing.get_type_hints(HParams, include_extras=True)
@@ -276,6 +281,8 @@ def _flatten(annotation) -> list:
 def settings_model(names: tuple[str, ...] | None = None, *, title: str = "HParams") -> type[BaseModel]:
     """A pydantic model of some (default: all) fields, with their limits, defaults and help: what
     the studio's API validates and its form is built from (`model_json_schema()`)."""
+    from pydantic import ConfigDict, Field, create_model  # 0.1 s: not for `headstart --help`
+
     hints = annotations()
     chosen = [f for f in fields(HParams) if names is None or f.name in names]
     spec = {f.name: (hints[f.name], Field(f.default, description=f.metadata["cli"]["help"])) for f in chosen}
@@ -285,11 +292,15 @@ def settings_model(names: tuple[str, ...] | None = None, *, title: str = "HParam
 @functools.cache
 def _adapter() -> TypeAdapter:
     """Checks every field against its annotation (built once, when first needed)."""
+    from pydantic import TypeAdapter
+
     return TypeAdapter(settings_model())
 
 
 def _validate(values: dict) -> BaseModel:
     """`values` checked and converted ("3" -> 3, [8] -> (8,)), or one line naming the first bad field."""
+    from pydantic import ValidationError
+
     try:
         return _adapter().validate_python(values)
     except ValidationError as e:

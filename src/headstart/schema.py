@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import HeadstartError
+from .hparams import MAX_HIDDEN_LAYERS
+from .hparams import MAX_WIDTH as MAX_HIDDEN
 from .options import TTA
 
 BUNDLE_FORMAT = "headstart-bundle"  # model.json's "format": what tells a bundle headstart wrote
@@ -22,8 +24,6 @@ MAX_JSON_BYTES = 64 << 20  # model.json of 100 000 classes is about 20 MB
 MAX_IMAGE_SIZE = 1024  # crop side: MobileNetV2's 224 is typical; beyond this, memory per image explodes
 MAX_RESIZE = 2048
 MAX_CLASSES = 100_000
-MAX_HIDDEN = 16_384  # width of a hidden layer, at most
-MAX_HIDDEN_LAYERS = 8
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Finite = Annotated[float, Field(allow_inf_nan=False)]

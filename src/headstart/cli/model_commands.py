@@ -8,7 +8,6 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from ..data.dataset import IMBALANCE_RATIO
 from ..display import printable
 from ..errors import HeadstartError
 from ..options import RayOptions
@@ -41,7 +40,7 @@ def cmd_train(args) -> int:
         engine=_engine(args),
         ray=_ray_options(args),
         features=args.features,
-        quiet=args.quiet,
+        quiet=args.quiet or not ranks.leader,  # one set of progress bars: rank 0's
         ranks=ranks,
     )
     if options.out is None:
@@ -53,6 +52,7 @@ def cmd_train(args) -> int:
 
 
 def _print_training(args, hp, clf, target: Path) -> None:
+    from ..data.dataset import IMBALANCE_RATIO
     from ..evaluation.console import evaluation_view, print_leakage, print_skipped
 
     record = clf.record
