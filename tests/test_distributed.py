@@ -19,12 +19,12 @@ import pytest
 from headstart import HeadstartError
 from headstart.backbones import get_backbone
 from headstart.distributed.cluster import ray_cluster
-from headstart.options import RayOptions
 from headstart.distributed.embeddings import MANIFEST, embed, import_features
 from headstart.events import Cancelled
 from headstart.inference.features import FeatureExtractor
 from headstart.inference.prediction_file import PredictionFile
 from headstart.inference.predictor import Predictions
+from headstart.options import RayOptions
 from tests.test_cli import headstart_cli
 
 OPTIONS = RayOptions(workers=2, no_progress_timeout=120)
