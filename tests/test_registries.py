@@ -5,6 +5,8 @@ through their registries alone show up everywhere users meet them — `headstart
 import io
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -205,3 +207,15 @@ def test_registries_refuse_a_taken_name_and_forget_a_removed_one(toys):
     assert "toy2" not in EXPORT_FORMATS
     with pytest.raises(HeadstartError, match="unknown export format 'toy2'; choose one of: onnx, onnx-int8"):
         EXPORT_FORMATS.lookup("toy2")
+
+
+@pytest.mark.parametrize("first", ["tflite", "torch_export", "onnx"])
+def test_the_order_of_formats_does_not_depend_on_which_module_was_imported_first(first):
+    # CI once listed tflite first because a doctest imported its module before any lookup.
+    script = (
+        f"import headstart.export.formats.{first}\n"
+        "from headstart.export import EXPORT_FORMATS\n"
+        "print(','.join(EXPORT_FORMATS))"
+    )
+    shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+    assert shown == "onnx,onnx-int8,tflite,tflite-int8,torch-export"

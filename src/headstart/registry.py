@@ -38,7 +38,8 @@ class Registry(Mapping[str, Entry]):
         kind: what the entries are, for messages ("backbone", "export format").
         builtins: a package whose every module (not starting with "_") registers built-in entries
             when imported; imported on first use.
-        order: sort key of the entries (default: registration order, built-ins first).
+        order: sort key of the entries (default: registration order, which for built-ins depends on
+            which of their modules was imported first; give a key where the order is shown).
 
     Example:
         >>> from dataclasses import dataclass

@@ -112,7 +112,11 @@ class ExportFormat:
         return {key: getattr(self, key) for key in shown} | {"available": self.available()}
 
 
-EXPORT_FORMATS: Registry[ExportFormat] = Registry("export format", builtins=f"{__package__}.formats")
+# Listed by name: a built-in module imported directly (a doctest, a plugin) registers before the
+# others, so registration order is not stable.
+EXPORT_FORMATS: Registry[ExportFormat] = Registry(
+    "export format", builtins=f"{__package__}.formats", order=lambda fmt: fmt.name
+)
 
 
 def register_export_format(fmt: ExportFormat, *, replace: bool = False) -> ExportFormat:
