@@ -104,7 +104,10 @@ def test_not_a_bundle(tmp_path):
         load_bundle(tmp_path)
 
 
-def test_a_crash_while_saving_keeps_the_old_bundle(trained, tmp_path, monkeypatch):
+@pytest.mark.parametrize("swap", ["exchange", "two renames"])
+def test_a_crash_while_saving_keeps_the_old_bundle(trained, tmp_path, monkeypatch, swap):
+    import headstart.fsutil as fsutil
+
     clf, out = trained
     target = copy_bundle(out, tmp_path / "model")
     before = (target / "model.json").read_bytes()
@@ -115,17 +118,20 @@ def test_a_crash_while_saving_keeps_the_old_bundle(trained, tmp_path, monkeypatc
             raise OSError("simulated power cut")
         return real_replace(src, dst)
 
+    def crash_on_exchange(a, b):
+        raise OSError("simulated power cut")
+
     monkeypatch.setattr(os, "replace", crash_on_swap)
+    monkeypatch.setattr(fsutil, "exchange", crash_on_exchange if swap == "exchange" else lambda a, b: False)
     with pytest.raises(OSError, match="power cut"):
         clf.save(target)
     monkeypatch.undo()
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
-    # The old bundle was moved aside, never half-written: it is either in place or recoverable.
-    old = [p for p in tmp_path.iterdir() if p.name.endswith(".old")]
-    restored = target if target.exists() else old[0]
-    assert (restored / "model.json").read_bytes() == before
-    headstart.load(restored)
+    # The old bundle was never half-written, and loading puts it back where a crash moved it aside.
+    headstart.load(target)
+    assert (target / "model.json").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
 
 
 def test_saving_over_a_foreign_folder_is_refused(trained, tmp_path):

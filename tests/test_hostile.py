@@ -2,6 +2,7 @@
 inputs must exit non-zero with one line on stderr, no traceback, and leave the user's files as
 they were (every file of the sandbox hashed before and after)."""
 
+import base64
 import errno
 import hashlib
 import json
@@ -333,6 +334,30 @@ def test_non_utf8_names_dollar_and_formula_classes_work_end_to_end(small_hymenop
         if fmt == "jsonl":
             paths = {os.fsencode(json.loads(line)["path"]) for line in text.splitlines()}
             assert any(b"caf\xe9" in p for p in paths)  # the exact bytes round-trip
+    # A stream that can carry the bytes (C.UTF-8: surrogateescape) gets them: a script can open
+    # the file each row names; JSONL rows of such names add the bytes in base64.
+    for fmt in ("csv", "jsonl"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "headstart", "predict", str(tmp_path / "model"), str(data / "val"), "--format", fmt],
+            capture_output=True,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONIOENCODING"} | {"LC_ALL": "C.UTF-8"},
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr
+        if fmt == "csv":
+            named = [os.fsdecode(row.split(b",")[0]) for row in proc.stdout.splitlines()[1:]]
+        else:
+            rows = [json.loads(line) for line in proc.stdout.splitlines()]
+            named = [os.fsdecode(base64.b64decode(r["path_bytes"])) for r in rows if "path_bytes" in r]
+            assert all(os.fsencode(r["path"]).decode("utf-8") for r in rows if "path_bytes" not in r)
+        assert len(named) == 12 and all(Path(n).is_file() and b"caf\xe9" in os.fsencode(n) for n in named), named
+    out = tmp_path / "predictions.parquet"
+    assert main(["predict", str(tmp_path / "model"), str(data / "val"), "--out", str(out), "--quiet"]) == 0
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out)
+    assert all(Path(os.fsdecode(b)).is_file() for b in table.column("path_bytes").to_pylist())
+    assert any("caf\\xe9" in p for p in table.column("path").to_pylist())
 
 
 def test_symlinks_broken_looping_and_to_folders_are_listed_with_a_reason(small_hymenoptera, tmp_path):
@@ -392,3 +417,148 @@ def test_a_cache_that_fills_up_mid_run_warns_once_and_the_run_goes_on(small_hyme
         clf = headstart.train(small_hymenoptera, hidden=(8,), seed=3)
     assert clf.metrics.count == 12
     assert len([r for r in caplog.records if "can't write" in r.message]) == 1
+
+
+def deeper_than_path_max(folder: Path, image: bytes) -> Path:
+    """A file nested deeper than PATH_MAX, made with directory descriptors (no path that long can
+    be passed to the OS); returns its folder's first component."""
+    fd, length, name = os.open(folder, os.O_RDONLY), len(os.fsencode(folder)), "d" * 200
+    try:
+        while length <= os.pathconf("/", "PC_PATH_MAX"):
+            os.mkdir(name, dir_fd=fd)
+            inner = os.open(name, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd, length = inner, length + len(name) + 1
+        with open(os.open("deep.jpg", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as f:
+            f.write(image)
+    finally:
+        os.close(fd)
+    return folder / name
+
+
+def test_pipes_sockets_devices_and_too_deep_files_are_listed_and_never_opened(small_hymenoptera, tmp_path):
+    """A named pipe would block the first read forever: the run must finish (in a subprocess, with
+    a timeout, so that a regression fails instead of hanging the suite)."""
+    import socket
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    shutil.copytree(small_hymenoptera, data)
+    ants, bees = data / "train" / "ants", data / "train" / "bees"
+    photo = sorted(ants.glob("*.jpg"))[0].read_bytes()
+    os.mkfifo(ants / "pipe.jpg")
+    (ants / "zero.jpg").symlink_to("/dev/zero")  # a character device that never ends
+    (bees / "null.png").symlink_to("/dev/null")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(bees / "socket.jpg"))
+        deep = deeper_than_path_max(bees, photo)
+        proc = subprocess.run(
+            [sys.executable, "-m", "headstart", "train", str(data), "-o", str(tmp_path / "m"), "--hidden", "8"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=os.environ | {"COLUMNS": "10000"},
+        )
+    assert proc.returncode == 0, proc.stderr
+    skipped = {Path(p).name: reason for p, reason in headstart.load(tmp_path / "m").record.skipped.items()}
+    assert skipped["pipe.jpg"] == "a named pipe (FIFO), not a regular file"
+    assert skipped["zero.jpg"] == skipped["null.png"] == "a character device, not a regular file"
+    assert skipped["socket.jpg"] == "a socket, not a regular file"
+    assert skipped[deep.name].startswith("path too long for this system")
+    assert f"{ants / 'pipe.jpg'}: a named pipe (FIFO), not a regular file\n" in proc.stderr
+    # predict reports them the same way, given one by one or in a folder
+    code = main(["predict", str(tmp_path / "m"), str(ants), str(bees / "socket.jpg"), "--format", "csv"])
+    assert code == 0
+
+
+def test_a_pipe_given_to_predict_is_refused_in_one_line(bundle, tmp_path, capsys):
+    os.mkfifo(tmp_path / "photo.jpg")
+    assert main(["predict", str(bundle), str(tmp_path / "photo.jpg")]) == 2
+    assert capsys.readouterr().err.strip().endswith("photo.jpg: a named pipe (FIFO), not a regular file")
+
+
+KILL_DURING_SAVE = """
+import os, signal, sys
+import headstart, headstart.fsutil as fsutil
+
+target, point = sys.argv[1], sys.argv[2]
+clf = headstart.load(target)
+real_replace, real_exchange = os.replace, fsutil.exchange
+
+def replace(src, dst):  # the fallback's first rename (the old bundle parked), then killed
+    real_replace(src, dst)
+    if point == "between renames" and str(src) == target:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+def exchange(a, b):  # the swap done, the old version not yet removed, then killed
+    if point == "between renames":
+        return False  # as on an OS without renameat2
+    real_exchange(a, b)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+os.replace, fsutil.exchange = replace, exchange
+clf.save(target)
+"""
+
+
+@pytest.mark.parametrize("point", ["between renames", "after the exchange"])
+def test_a_kill_mid_save_leaves_a_bundle_that_loads_and_no_leftovers(bundle, tmp_path, point, capsys):
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "model"
+    shutil.copytree(bundle, target)
+    (target / "notes.txt").write_text("mine")
+    proc = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, str(target), point], timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    left = sorted(p.name for p in tmp_path.iterdir())
+    if point == "between renames":
+        assert ".model.old" in left and "model" not in left  # the moment the issue describes: no `model`
+    else:
+        assert "model" in left and any(name.endswith(".tmp") for name in left)
+    image = make_image(tmp_path.parent / f"{tmp_path.name}-photo.jpg")
+    assert main(["predict", str(target), str(image), "--format", "csv"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # parked bundle back, staging removed
+    assert (target / "notes.txt").read_text() == "mine"
+    assert headstart.load(target).classes == headstart.load(bundle).classes
+
+
+def test_decoder_warnings_are_one_note_per_file_not_raw_library_output(small_hymenoptera, tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from tests.test_images import CORRUPT_EXIF
+
+    data = tmp_path / "data"
+    shutil.copytree(small_hymenoptera, data)
+    odd = sorted((data / "train" / "bees").glob("*.jpg"))[:3]
+    for path in odd:
+        Image.open(path).convert("RGB").save(path, "JPEG", exif=CORRUPT_EXIF)
+    env = os.environ | {"HEADSTART_CACHE": str(tmp_path / "cache"), "COLUMNS": "400"}
+    for argv in (
+        ["train", str(data), "-o", str(tmp_path / "m"), "--hidden", "8"],
+        ["predict", str(tmp_path / "m"), str(data)],
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "headstart", *argv], capture_output=True, text=True, timeout=300, env=env
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "Warning:" not in proc.stderr.replace("Warning: Validation", "") and "warnings.warn" not in proc.stderr
+        lines = [line for line in proc.stderr.splitlines() if "Corrupt EXIF data" in line]
+        assert len(lines) == 3 and all(any(str(p) in line for p in odd) for line in lines), proc.stderr
+    assert set(headstart.load(tmp_path / "m").record.notes) == {str(p) for p in odd}
+    assert "Used despite a decoder warning" in (tmp_path / "m" / "report.html").read_text()
+
+
+def test_the_studio_lists_a_model_whose_save_was_killed_between_the_renames(bundle, tmp_path):
+    from headstart.studio.project import Project
+
+    project = Project(tmp_path / "project")
+    project.models_dir.mkdir(parents=True)
+    shutil.copytree(bundle, project.models_dir / ".20261207-101010.old")  # what the kill leaves
+    assert project.models() == [project.models_dir / "20261207-101010"]
+    assert headstart.load(project.models()[0]).classes == headstart.load(bundle).classes

@@ -88,3 +88,51 @@ def test_preprocessing_crops_the_centre_and_normalises():
     assert x[:, 0, 0].min() < 200  # no red at the left edge of the crop
     normalised = Normalize(pp)(torch.from_numpy(x)[None])
     assert normalised.shape == (1, 3, 224, 224) and normalised.abs().max() < 0.05
+
+
+@pytest.mark.parametrize("side, min_size", [(64, None), (64, 224), (1200, 224)])  # 1200: the box-reduction path
+def test_a_32_bit_float_tiff_decodes_scaled_to_its_range(side, min_size):
+    ramp = np.tile(np.linspace(-3.5, 1000.0, side, dtype=np.float32), (side, 1))
+    ramp[0, 0], ramp[0, 1] = np.nan, np.inf  # no-data pixels must not black out the rest
+    image = decode(encode(Image.fromarray(ramp, "F"), "TIFF"), min_size)
+    grey = np.asarray(image)[..., 0].astype(int)
+    assert image.mode == "RGB" and grey.min() == 0 and grey.max() == 255
+    assert np.all(np.diff(grey[side // 2 if min_size is None or side < 4 * min_size else 2]) >= 0)  # still a ramp
+
+
+CORRUPT_EXIF = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x01\x00\x12\x01\x03\x00\xff\xff\xff\x7f\x01\x00\x00\x00"
+
+WARNINGS_UNDER_THREADS = """
+import io, sys, warnings
+from concurrent.futures import ThreadPoolExecutor
+from PIL import Image
+from headstart.data.images import decode
+
+buf = io.BytesIO()
+Image.new("RGB", (300, 300), (90, 60, 30)).save(buf, "JPEG", exif=EXIF)
+data = buf.getvalue()
+
+def one(_):
+    notes = []
+    decode(data, 224, notes=notes)
+    return notes
+
+with ThreadPoolExecutor(8) as pool:
+    notes = list(pool.map(one, range(400)))
+print(sum(1 for n in notes if any("Corrupt EXIF data" in line for line in n)), len(notes))
+warnings.warn("the program's own warning")  # must still reach the terminal: no 'ignore' left behind
+"""
+
+
+def test_decoder_warnings_become_notes_per_file_and_never_reach_the_terminal():
+    """Pillow warns on a corrupt EXIF block: with eight threads decoding, every file gets the note,
+    nothing is printed, and the program's own warnings are not silenced afterwards (which
+    warnings.catch_warnings, process-wide, did to them)."""
+    import subprocess
+    import sys
+
+    script = WARNINGS_UNDER_THREADS.replace("exif=EXIF", f"exif={CORRUPT_EXIF!r}")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["400", "400"]
+    assert "Corrupt EXIF" not in proc.stderr and "the program's own warning" in proc.stderr

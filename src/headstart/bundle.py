@@ -21,7 +21,7 @@ from .backbones import get_backbone
 from .errors import HeadstartError
 from .evaluation.figures import report_files
 from .evaluation.record import TrainingRecord
-from .fsutil import probe_writable, recover, staged_directory, write_durably
+from .fsutil import is_staging_name, probe_writable, settle, staged_directory, write_durably
 from .inference.head import Head
 from .inference.model import Model
 from .inference.runtime import numpy_state
@@ -36,8 +36,8 @@ MAX_WEIGHTS_BYTES = 4 << 30
 
 def users_file(name: str) -> bool:
     """Entries of a bundle folder that headstart did not write (every registered report figure's
-    PNG is headstart's): kept when the bundle is replaced."""
-    return name not in {WEIGHTS_FILE, META_FILE, *report_files()}
+    PNG is headstart's, as are temporary files a killed write left): kept when the bundle is replaced."""
+    return name not in {WEIGHTS_FILE, META_FILE, *report_files()} and not is_staging_name(name)
 
 
 def check_target(target: Path) -> None:
@@ -114,9 +114,7 @@ def integrity(meta: dict) -> str:
 def load_bundle(directory: str | Path) -> tuple[dict[str, np.ndarray], BundleMeta]:
     """Read and verify a bundle: model.json against its schema and integrity hash, the tensors
     against their recorded hash. Any inconsistency is a one-line HeadstartError."""
-    path = Path(directory).expanduser()
-    if path.is_dir():
-        recover(path, keep=users_file)
+    path = settle(Path(directory).expanduser(), keep=users_file)  # a save a crash interrupted is finished first
     if not path.exists():
         raise HeadstartError(f"{path}: no such model bundle")
     if not (path / META_FILE).is_file():

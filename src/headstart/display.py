@@ -17,12 +17,26 @@ def printable(text: str) -> str:
 
 def spreadsheet_cell(text: str) -> str:
     """A CSV text cell that Excel or LibreOffice shows as text instead of running it as a formula.
+    A non-UTF-8 file name's bytes are left as they are (surrogate escapes): the stream or file
+    writing the CSV decides whether they go out as the original bytes or as \\xNN.
 
     >>> spreadsheet_cell("=HYPERLINK(\\"http://x\\")"), spreadsheet_cell("cats")
     ('\\'=HYPERLINK("http://x")', 'cats')
     """
-    text = printable(text)
     return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def is_utf8(text: str) -> bool:
+    """Whether `text` holds no undecodable file-name bytes (surrogate escapes).
+
+    >>> is_utf8("café.jpg"), is_utf8("caf\\udce9.jpg")
+    (True, False)
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def plot_text(text: str) -> str:

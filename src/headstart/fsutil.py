@@ -4,11 +4,16 @@ hashes, and where headstart keeps its cache."""
 from __future__ import annotations
 
 import atexit
+import ctypes
+import errno
+import functools
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -113,9 +118,10 @@ def fsync_directory(path: Path) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
-    """Write `data` to a temporary sibling, then rename it over `path` (fsynced first if `durable`)."""
+    """Write `data` to a temporary sibling, then rename it over `path` (fsynced first if `durable`).
+    The sibling is named so that `remove_stale_staging(path)` knows it if this process is killed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_staging_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -132,9 +138,25 @@ def _retired(target: Path) -> Path:
     return target.with_name(f".{target.name}.old")
 
 
+STAGING_NAME = re.compile(r"^\..+\.\d+-[^/]*\.tmp$")  # .<target name>.<pid>-<random>.tmp
+
+
+def is_staging_name(name: str) -> bool:
+    """Whether `name` is one of the temporary siblings headstart writes before a rename."""
+    return STAGING_NAME.match(name) is not None
+
+
 def _staging_prefix(target: Path) -> str:
     """`.<name>.<pid>-`: the pid tells a dead process's leftovers from a live save (see below)."""
     return f".{target.name}.{os.getpid()}-"
+
+
+def staging_folder(target: Path) -> Path:
+    """A new empty folder beside `target` (same file system, so renames move its entries), named
+    so that `remove_stale_staging` removes it if this process dies before using it up."""
+    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), suffix=".tmp", dir=target.parent))
+    os.chmod(staging, default_mode(directory=True))
+    return staging
 
 
 def _alive(pid: int) -> bool:
@@ -148,7 +170,8 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_staging(target: Path) -> None:
-    """Staging folders left by processes that died mid-save (SIGKILL, power cut); live ones are kept."""
+    """Staging folders and files left beside `target` by processes that died mid-write (SIGKILL,
+    power cut); live processes' are kept. Best effort: a folder we may not write is left alone."""
     prefix = f".{target.name}."
     try:
         siblings = list(target.parent.iterdir())
@@ -159,7 +182,66 @@ def remove_stale_staging(target: Path) -> None:
         if p.name.startswith(prefix) and p.name.endswith(".tmp") and "-" in rest:
             pid = rest.split("-", 1)[0]
             if pid.isdigit() and not _alive(int(pid)):
-                shutil.rmtree(p, ignore_errors=True)
+                try:
+                    p.unlink() if p.is_file() or p.is_symlink() else shutil.rmtree(p)
+                except OSError:
+                    pass
+
+
+def settle(target: Path, keep: Callable[[str], bool] | None = None) -> Path:
+    """Before reading `target`: finish a swap a crash interrupted (`recover`) and remove dead
+    processes' staging beside it. Where the folder can't be written (read-only media), the parked
+    old version is read in place. Returns the path to read."""
+    remove_stale_staging(target)
+    try:
+        recover(target, keep or _never)
+    except OSError:
+        retired = _retired(target)
+        if not target.exists() and retired.is_dir():
+            return retired
+    return target
+
+
+def settle_all(folder: Path, keep: Callable[[str], bool] | None = None) -> None:
+    """`settle` every entry of `folder` that a crash left parked (before listing what it holds)."""
+    try:
+        parked = [p.name for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(".old")]
+    except OSError:
+        return
+    for name in parked:
+        settle(folder / name[1 : -len(".old")], keep)
+
+
+RENAME_EXCHANGE = 2  # linux/fs.h
+AT_FDCWD = -100
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux's renameat2 with RENAME_EXCHANGE): at every
+    instant each name holds one of the two. False where the OS or the file system lacks the call
+    (then the caller falls back to two renames)."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
+@functools.cache
+def _renameat2():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2  # glibc 2.28+, musl 1.2.2+
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
 
 
 def _carry_over(old: Path, new: Path, keep: Callable[[str], bool]) -> None:
@@ -169,6 +251,32 @@ def _carry_over(old: Path, new: Path, keep: Callable[[str], bool]) -> None:
             os.replace(entry, new / entry.name)
 
 
+def _link_kept(old: Path, new: Path, keep: Callable[[str], bool]) -> None:
+    """Hard-link the entries of `old` that `keep` names (folders recreated, links copied) into
+    `new`, before the swap, so that whichever version a crash leaves holds the user's files.
+    Where the file system refuses hard links, `_carry_over` moves them after the swap instead."""
+
+    def link(src: Path, dst: Path) -> None:
+        if src.is_symlink():
+            os.symlink(os.readlink(src), dst)
+        elif src.is_dir():
+            dst.mkdir()
+            for child in sorted(src.iterdir()):
+                link(child, dst / child.name)
+        else:
+            os.link(src, dst)
+
+    for entry in sorted(old.iterdir()):
+        if keep(entry.name) and not (new / entry.name).exists():
+            try:
+                link(entry, new / entry.name)
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                    raise
+                shutil.rmtree(new / entry.name, ignore_errors=True)
+                (new / entry.name).unlink(missing_ok=True)
+
+
 def _never(_name: str) -> bool:
     return False
 
@@ -176,22 +284,26 @@ def _never(_name: str) -> bool:
 @contextmanager
 def staged_directory(target: Path, keep: Callable[[str], bool] = _never) -> Iterator[Path]:
     """Yield an empty folder beside `target` to fill; when the block succeeds it replaces `target`
-    in two renames (the old version is parked as `.<name>.old` in between, see `recover`).
+    in one atomic exchange where the OS has one (Linux), else in two renames (the old version is
+    parked as `.<name>.old` in between; `recover`, run by every later save and load, finishes it).
 
-    Entries of the old folder that `keep` names (files the user added) move into the new one.
+    Entries of the old folder that `keep` names (files the user added) are kept in the new one.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(target)
     recover(target, keep)
-    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), suffix=".tmp", dir=target.parent))
-    os.chmod(staging, default_mode(directory=True))
+    staging = staging_folder(target)
     try:
         yield staging
-        fsync_directory(staging)
-        retired = _retired(target)
         if target.exists():
-            os.replace(target, retired)
-        os.replace(staging, target)
+            _link_kept(target, staging, keep)
+        fsync_directory(staging)
+        if target.exists() and exchange(staging, target):
+            _carry_over(staging, target, keep)  # what could not be hard-linked; `staging` is the old version now
+        else:
+            if target.exists():
+                os.replace(target, _retired(target))
+            os.replace(staging, target)
         fsync_directory(target.parent)
         recover(target, keep)
     finally:
@@ -199,8 +311,9 @@ def staged_directory(target: Path, keep: Callable[[str], bool] = _never) -> Iter
 
 
 def recover(target: Path, keep: Callable[[str], bool] = _never) -> None:
-    """Finish what a crash interrupted in `staged_directory`: with no new version, put the old one
-    back; with both, move the kept entries of the old one into the new one and drop the rest."""
+    """Finish what a crash interrupted in `staged_directory`'s two renames: with no new version,
+    put the old one back; with both, move the kept entries of the old one into the new one (where
+    they were not hard-linked already) and drop the rest."""
     retired = _retired(target)
     if not retired.exists():
         return

@@ -146,6 +146,13 @@ class SkippedSchema(BaseModel):
     reason: str
 
 
+class NoteSchema(BaseModel):
+    """A file used in training although its decoder warned, and what it said."""
+
+    path: str
+    note: str
+
+
 class DataSchema(BaseModel):
     """What the model was trained on."""
 
@@ -154,6 +161,7 @@ class DataSchema(BaseModel):
     classes: list[str] = []
     counts: dict[str, dict[str, int]] = {}
     skipped: list[SkippedSchema] = []
+    notes: list[NoteSchema] = []
     samples: dict[str, list[str]] = {}
 
 

@@ -119,7 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     p.add_argument("--top-k", "-k", type=int, default=3, help="labels shown per image (default %(default)s)")
     p.add_argument(
-        "--format", choices=("table", "csv", "jsonl"), default="table", help="output format (default %(default)s)"
+        "--format",
+        choices=("table", "csv", "jsonl"),
+        default="table",
+        help="output format (default %(default)s). A file name that is not UTF-8 keeps its bytes in csv "
+        "(escaped as \\xNN only on a strict-UTF-8 stream); in jsonl it is \\udcXX-escaped and its row adds "
+        "path_bytes, the exact name in base64",
     )
     p.add_argument(
         "--out", "-o", metavar="FILE", help="write the predictions to a .csv or .parquet file as they come, not stdout"
@@ -214,8 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status (errors are one line on stderr, status 2)."""
-    for stream in (sys.stdout, sys.stderr):  # file names of any bytes never crash a strict UTF-8 terminal
-        if hasattr(stream, "reconfigure"):
+    for stream in (sys.stdout, sys.stderr):
+        # File names of any bytes: a stream that carries them (surrogateescape, as under C.UTF-8)
+        # gets the original bytes, so that a script can open the file a CSV row names; a strict
+        # one gets \xNN escapes rather than a crash.
+        if hasattr(stream, "reconfigure") and stream.errors == "strict":
             stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     if getattr(args, "engine", None) == "ray" and args.command not in ("train", "predict", "embed"):

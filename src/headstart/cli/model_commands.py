@@ -53,7 +53,7 @@ def cmd_train(args) -> int:
 
 def _print_training(args, hp, clf, target: Path) -> None:
     from ..data.dataset import IMBALANCE_RATIO
-    from ..evaluation.console import evaluation_view, print_leakage, print_skipped
+    from ..evaluation.console import evaluation_view, print_leakage, print_notes, print_skipped
 
     record = clf.record
     split_text = ", ".join(f"{split} {sum(c.values())}" for split, c in record.data.counts.items())
@@ -62,6 +62,7 @@ def _print_training(args, hp, clf, target: Path) -> None:
         tta = " with flip test-time augmentation" if clf.hparams.tta == "flip" else ""
         out.print(f"Backbone: {clf.hparams.backbone}{tta}, as `headstart compare` recommends for this data")
     print_skipped(err, clf.record.skipped)
+    print_notes(err, clf.record.notes)
     if record.data.imbalance >= IMBALANCE_RATIO and hp.class_weights == "none":
         err.print(
             f"[yellow]Classes are imbalanced ({record.data.imbalance:.1f}:1 in train); consider --class-weights auto[/]"
@@ -137,11 +138,12 @@ def cmd_report(args) -> int:
 def cmd_evaluate(args) -> int:
     """`headstart evaluate`: metrics of a saved model on a labelled folder (or its held-out split)."""
     from ..classifier import Classifier
-    from ..evaluation.console import evaluation_view, print_skipped
+    from ..evaluation.console import evaluation_view, print_notes, print_skipped
 
     clf = Classifier.load(args.model, weights=args.weights, engine=args.engine)
     result = clf.evaluate(args.data, quiet=args.quiet)
     print_skipped(err, result.failures)
+    print_notes(err, result.notes)
     out.print(evaluation_view(result.metrics, f"Evaluation of {args.model} on {result.root} ({result.split})"))
     return 0
 
@@ -164,7 +166,7 @@ def cmd_predict(args) -> int:
     result = Predictions.joined(predictor.classes, chunks)
     if not len(result):
         _nothing_to_label(result.failures)
-    print_failures(result.failures)
+    print_failures(result.failures, result.notes)
     classes = predictor.classes
     if args.format == "csv":
         result.write_csv(sys.stdout)
@@ -187,14 +189,15 @@ def cmd_predict(args) -> int:
 def _predict_to_file(args, classes: list[str], chunks) -> int:
     from ..inference.prediction_file import PredictionFile
 
-    failures = {}
+    failures, notes = {}, {}
     with PredictionFile(args.out, classes, args.top_k, overwrite=args.force) as file:
         for chunk in chunks:
             file.write(chunk)
             failures |= chunk.failures
+            notes |= chunk.notes
         if not file.rows:
             _nothing_to_label(failures)
-    print_failures(failures)
+    print_failures(failures, notes)
     out.print(f"{file.rows} predictions written to [bold]{escape(printable(args.out))}[/]")
     return 0
 
@@ -205,10 +208,12 @@ def _nothing_to_label(failures: dict) -> None:
     raise HeadstartError(f"nothing to label: {printable(str(path))}: {reason}{others}")
 
 
-def print_failures(failures: dict) -> None:
-    """One line per input left out, with the reason."""
+def print_failures(failures: dict, notes: dict | None = None) -> None:
+    """One line per input left out, with the reason, and one per input used despite a decoder warning."""
     for path, reason in failures.items():
-        err.print(f"skipped {printable(str(path))}: {reason}", markup=False)
+        err.print(f"skipped {printable(str(path))}: {reason}", markup=False, highlight=False)
+    for path, note in (notes or {}).items():
+        err.print(f"note {printable(str(path))}: {note}", markup=False, highlight=False)
 
 
 def cmd_export(args) -> int:

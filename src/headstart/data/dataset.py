@@ -6,6 +6,7 @@ Layouts: `DATA/<class>/*` (split here: stratified, seeded) or pre-split
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from collections import Counter
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from ..errors import HeadstartError
 from ..events import EventBus, StageProgress, as_bus
-from .images import is_image_path, walk_files
+from .images import is_image_path, not_a_regular_file, walk_files
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {
@@ -57,6 +58,7 @@ class Dataset:
     presplit: bool = False
     fractions: dict[str, float] = field(default_factory=dict)  # how the held-out splits were drawn
     seed: int = 42
+    notes: dict[str, str] = field(default_factory=dict)  # path -> what its decoder warned about (still used)
 
     def split(self, name: str) -> list[Sample]:
         """The samples of one split (train, val or test)."""
@@ -95,6 +97,11 @@ class Dataset:
         self.skipped += [Skipped(str(p), r) for p, r in failures.items()]
         self.validate()
 
+    def note(self, notes: dict[Path, str]) -> None:
+        """Record what the decoder warned about for files that are still used."""
+        kept = {s.path for s in self.samples}
+        self.notes |= {str(p): note for p, note in notes.items() if p in kept}
+
     def validate(self) -> None:
         """A one-line error unless there are 2 classes or more, each with a training image."""
         train = Counter(s.label for s in self.split("train"))
@@ -108,7 +115,7 @@ class Dataset:
 
 
 def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and os.path.isdir(p))
 
 
 def split_folders(root: Path) -> dict[str, Path]:
@@ -120,17 +127,21 @@ def split_folders(root: Path) -> dict[str, Path]:
 
 
 def _files(class_dir: Path, skipped: list[Skipped], progress: StageProgress | None = None) -> list[Path]:
-    """Image files below a class folder (recursively), hidden ones ignored, others recorded."""
+    """Image files below a class folder (recursively), hidden ones ignored, the rest recorded with
+    the reason: other file types, pipes, sockets, devices, links to folders, folders that cannot be
+    listed. None of those is opened."""
     out = []
-    for p in walk_files(class_dir):
+    unreadable: dict[Path, str] = {}
+    for p in walk_files(class_dir, unreadable):
         if progress is not None:
             progress.advance()
-        if p.is_dir():
-            skipped.append(Skipped(str(p), "symbolic link to a folder (not followed)"))
+        if (why := not_a_regular_file(p)) is not None:
+            skipped.append(Skipped(str(p), why))
         elif is_image_path(p):
             out.append(p)  # broken or looping links too: reading them reports why
         else:
             skipped.append(Skipped(str(p), f"not an image file type ({p.suffix or 'no extension'})"))
+    skipped += [Skipped(str(p), why) for p, why in unreadable.items()]
     return out
 
 

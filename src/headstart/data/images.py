@@ -6,8 +6,8 @@ import errno
 import glob
 import io
 import os
+import stat
 import struct
-import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import HeadstartError
+from .decoder_warnings import decoder_notes
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".webp", ".tif", ".tiff"}
@@ -35,50 +36,111 @@ def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def walk_files(folder: Path) -> Iterator[Path]:
-    """Every entry below `folder` that is not a folder (files, and symbolic links even when broken
-    or looping, so that they are reported rather than lost), recursively and sorted; hidden files
-    and folders left out. Symbolic links to folders are yielded, not followed (no loops)."""
-    for p in sorted(folder.rglob("*")):
-        if (p.is_symlink() or not p.is_dir()) and not any(part.startswith(".") for part in p.relative_to(folder).parts):
-            yield p
+def walk_files(folder: Path, unreadable: dict[Path, str] | None = None) -> Iterator[Path]:
+    """Every entry below `folder` that is not a folder (files, pipes, sockets, devices and symbolic
+    links even when broken or looping, so that they are reported rather than lost), recursively and
+    sorted; hidden files and folders left out. Symbolic links to folders are yielded, not followed
+    (no loops). A folder that cannot be listed (no permission, a path longer than the system allows)
+    is recorded in `unreadable` with the reason and the walk goes on."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as e:
+        if unreadable is not None:
+            unreadable[Path(folder)] = unreadable_folder(Path(folder), e)
+        return
+    for entry in entries:
+        path = Path(folder, entry.name)
+        try:
+            recurse = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            recurse = False
+        if recurse:
+            yield from walk_files(path, unreadable)
+        else:
+            yield path
+
+
+def unreadable_folder(folder: Path, e: OSError) -> str:
+    """Why a folder could not be listed."""
+    if e.errno == errno.ENAMETOOLONG:
+        return _too_long(folder)
+    return f"folder cannot be read ({e.strerror or e})"
+
+
+def _too_long(path: Path) -> str:
+    try:
+        limit = os.pathconf("/", "PC_PATH_MAX")
+    except (OSError, ValueError):
+        limit = 4096
+    return f"path too long for this system ({len(os.fsencode(path))} bytes; the limit is {limit})"
+
+
+_SPECIAL = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def not_a_regular_file(path: Path) -> str | None:
+    """Why `path` is not a file to open, judged without opening it (opening a pipe blocks, a device
+    may act): a pipe, socket, device or folder, or a link to one. None for regular files, and for
+    names that cannot be looked up (broken or looping links, too long): reading them says why."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "symbolic link to a folder (not followed)" if os.path.islink(path) else "a folder, not a file"
+    return f"{_SPECIAL.get(stat.S_IFMT(mode), 'a special file')}, not a regular file"
 
 
 def collect_images(inputs: Iterable[str | Path]) -> tuple[list[Path], dict[Path, str]]:
     """Expand files, folders (recursively, image types only) and glob patterns into image paths,
-    in order and without repeats; inputs that name nothing are returned with the reason."""
+    in order and without repeats; inputs that name nothing are returned with the reason, as are
+    folders inside that cannot be listed."""
     paths: list[Path] = []
     missing: dict[Path, str] = {}
     for item in inputs:
         p = Path(item).expanduser()
-        if p.is_dir():
-            found = [f for f in walk_files(p) if is_image_path(f)]
+        try:
+            mode = os.stat(p).st_mode
+        except (OSError, ValueError) as e:
+            mode, error = None, e
+        if mode is not None and stat.S_ISDIR(mode):
+            found = [f for f in walk_files(p, missing) if is_image_path(f)]
             paths += found
-            if not found:
+            if not found and p not in missing:
                 missing[p] = "folder holds no image files"
-        elif p.is_file() or p.is_symlink():
-            paths.append(p)  # a broken link is reported when it is read
+        elif mode is not None or os.path.islink(p):
+            paths.append(p)  # a broken link, a pipe or a device is reported when it is read
         elif any(ch in str(item) for ch in "*?["):
-            matches = sorted(Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file())
+            matches = sorted(Path(m) for m in glob.glob(str(p), recursive=True) if not os.path.isdir(m))
             paths += matches
             if not matches:
                 missing[p] = "pattern matched no file"
+        elif getattr(error, "errno", None) == errno.ENAMETOOLONG:
+            missing[p] = _too_long(p)
         else:
             missing[p] = "no such file or folder"
     return list(dict.fromkeys(paths)), missing
 
 
-def decode(data: bytes, min_size: int | None = None) -> Image.Image:
+def decode(data: bytes, min_size: int | None = None, notes: list[str] | None = None) -> Image.Image:
     """Decode image bytes to RGB with EXIF orientation applied.
 
     `min_size` lets JPEG decoding use DCT scaling (Pillow's draft mode) to skip pixels that the
-    later resize would throw away anyway: several times faster for large photos.
+    later resize would throw away anyway: several times faster for large photos. What Pillow
+    warns about on the way (a corrupt EXIF block, say) is added to `notes`, never printed.
     """
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow's warnings (odd EXIF, palette transparency) are not the user's
+        with decoder_notes() as caught:
             image = Image.open(io.BytesIO(data))
             if min_size and image.format == "JPEG":
                 image.draft("RGB", (min_size, min_size))
@@ -90,12 +152,16 @@ def decode(data: bytes, min_size: int | None = None) -> Image.Image:
                 )
             image.load()
             if min_size and min(image.size) >= 4 * min_size:
-                return to_rgb(_shrink(image, min_size))
-            return to_rgb(ImageOps.exif_transpose(image))
+                rgb = to_rgb(_shrink(image, min_size))
+            else:
+                rgb = to_rgb(ImageOps.exif_transpose(image))
     except UnidentifiedImageError as e:
         raise ImageDecodeError(_reason(e)) from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError, struct.error) as e:  # truncated or corrupt
         raise ImageDecodeError(f"corrupt or truncated image ({_reason(e)})") from None
+    if notes is not None:
+        notes += caught
+    return rgb
 
 
 _ORIENT = {
@@ -134,9 +200,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(image, dtype=np.float32)  # float32, in place: 4 bytes a pixel at most
+        # A writable float32 copy, scaled in place: 4 bytes a pixel at most. (np.asarray of an 'F'
+        # image is a read-only view of Pillow's buffer.)
+        a = np.array(image, dtype=np.float32)
+        finite = np.isfinite(a)
+        if not finite.all():  # no-data pixels (NaN, inf) of a float TIFF: black, the rest still scaled
+            a[~finite] = a[finite].min() if finite.any() else 0.0
+        del finite
         lo, hi = float(a.min()), float(a.max())
-        if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        if hi <= lo:
             a = np.zeros(a.shape, np.uint8)
         else:
             a -= lo
@@ -151,14 +223,21 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def read_file(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
-    """A file's bytes, refused before reading when over `limit`; raises ImageDecodeError with a reason."""
+    """A regular file's bytes, refused before reading when over `limit`; raises ImageDecodeError
+    with a reason. Pipes, sockets and devices are refused unopened."""
     path = Path(path)
+    if (why := not_a_regular_file(path)) is not None:
+        raise ImageDecodeError(why)
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > limit:
-                raise ImageDecodeError(f"file too large ({size / 2**20:.0f} MB; the limit is {limit >> 20} MB)")
-            data = f.read(limit + 1)  # a file that grew (or a device with no size) is still bounded
+        # Non-blocking: a file swapped for a pipe after the check above still never blocks here.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ImageDecodeError(f"{_SPECIAL.get(stat.S_IFMT(st.st_mode), 'a special file')}, not a regular file")
+            if st.st_size > limit:
+                raise ImageDecodeError(f"file too large ({st.st_size / 2**20:.0f} MB; the limit is {limit >> 20} MB)")
+            data = f.read(limit + 1)  # a file that grew is still bounded
     except OSError as e:
         raise ImageDecodeError(_unreadable(path, e)) from None
     if len(data) > limit:
@@ -169,7 +248,9 @@ def read_file(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
 def _unreadable(path: Path, e: OSError) -> str:
     if e.errno == errno.ELOOP:
         return "symbolic link loop"
-    if path.is_symlink() and not path.exists():
+    if e.errno == errno.ENAMETOOLONG:
+        return _too_long(path)
+    if os.path.islink(path) and not os.path.exists(path):
         return "broken symbolic link (its target is missing)"
     if e.errno == errno.EISDIR:
         return "a folder, not a file"

@@ -50,6 +50,7 @@ class DataSummary:
     counts: dict[str, dict[str, int]]  # split -> class -> images
     imbalance: float  # largest / smallest class in train
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
+    notes: list[dict[str, str]] = field(default_factory=list)  # {"path", "note"}: used, but the decoder warned
     # The held-out images themselves, so that exports, reports and re-evaluations use exactly them.
     held_out: dict[str, list[list[str]]] = field(default_factory=dict)  # split -> [[relative path, class], ...]
     # What the report's sample figure shows: a few training images of the first classes, spread
@@ -66,6 +67,7 @@ class DataSummary:
             counts=dataset.counts(),
             imbalance=round(dataset.imbalance(), 3),
             skipped=[{"path": s.path, "reason": s.reason} for s in dataset.skipped],
+            notes=[{"path": path, "note": note} for path, note in dataset.notes.items()],
             held_out={
                 split: [
                     [s.path.relative_to(dataset.root).as_posix(), dataset.classes[s.label]]

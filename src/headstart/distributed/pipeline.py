@@ -45,7 +45,7 @@ def decode_block(batch: dict, preprocessing: Preprocessing) -> dict:
     crops = np.zeros((n, size, size, 3), np.uint8)
     hashes, errors = [""] * n, [""] * n
     for i, path in enumerate(batch["path"]):
-        content_hash, _, crop, error = prepare_image(Path(path), preprocessing, cache=None)
+        content_hash, _, crop, error, _ = prepare_image(Path(path), preprocessing, cache=None)
         hashes[i], errors[i] = content_hash or "", error or ""
         if crop is not None:
             crops[i] = crop

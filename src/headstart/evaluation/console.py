@@ -61,16 +61,24 @@ def evaluation_view(metrics: Metrics, title: str) -> Group:
     )
 
 
-def print_skipped(console: Console, skipped: Mapping[Path | str, str], limit: int = 20) -> None:
-    """Each file left out, with the reason (the first `limit` of them)."""
+def print_skipped(
+    console: Console, skipped: Mapping[Path | str, str], limit: int = 20, heading: str = "Skipped {n} file(s):"
+) -> None:
+    """Each file left out, with the reason (the first `limit` of them); with another `heading`,
+    any list of files and a line about each (the decoder's notes)."""
     items = [(str(p), r) for p, r in skipped.items()]
     if not items:
         return
-    console.print(f"[yellow]Skipped {len(items)} file(s):[/]")
+    console.print(f"[yellow]{heading.format(n=len(items))}[/]")
     for path, reason in items[:limit]:
         console.print(f"  {path}: {reason}", highlight=False, markup=False)
     if len(items) > limit:
         console.print(f"  … and {len(items) - limit} more (all listed in model.json)")
+
+
+def print_notes(console: Console, notes: Mapping[Path | str, str], limit: int = 20) -> None:
+    """Each file used although its decoder warned (a corrupt EXIF block), with the warning."""
+    print_skipped(console, notes, limit, heading="Used {n} file(s) despite a decoder warning:")
 
 
 def print_leakage(console: Console, leakage: LeakageReport | None, limit: int = 10) -> None:

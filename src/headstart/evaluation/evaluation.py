@@ -42,6 +42,7 @@ class Evaluation:
         failures: images that could not be read, with the reason.
         uncalibrated: probabilities before temperature scaling, if the model has a temperature.
         preprocessing: how the model crops images (the mistakes plot shows what it saw).
+        notes: images used although the decoder warned about them, with what it said.
 
     Example:
         >>> import numpy as np
@@ -62,6 +63,7 @@ class Evaluation:
     failures: dict[Path, str] = field(default_factory=dict)
     uncalibrated: np.ndarray | None = None
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    notes: dict[Path, str] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -72,7 +74,7 @@ class Evaluation:
             images.paths, use_cache=use_cache, events=events, stage="evaluate", description="Evaluating"
         )
         kept = [images.paths[i] for i in extraction.ok]
-        return cls.from_features(
+        evaluation = cls.from_features(
             model,
             kept,
             images.labels[extraction.ok],
@@ -81,6 +83,8 @@ class Evaluation:
             images.root,
             images.skipped | extraction.failures,
         )
+        evaluation.notes = extraction.notes
+        return evaluation
 
     @classmethod
     def from_features(

@@ -124,6 +124,12 @@ class TrainingRecord:
         """Files left out of training, with the reason."""
         return {s["path"]: s["reason"] for s in self.data.skipped} if self.data else {}
 
+    @property
+    def notes(self) -> dict[str, str]:
+        """Files used in training although their decoder warned (decoded in the run that saved
+        this model; a rerun on cached features decodes nothing), with the warning."""
+        return {n["path"]: n["note"] for n in self.data.notes} if self.data else {}
+
     def to_dict(self) -> dict:
         """model.json's fields (those with nothing to say left out)."""
         stages = {"head": {"history": self.history.to_dict(), "val_accuracy": self.history.best_val_accuracy}}

@@ -61,7 +61,7 @@ def write_per_class_csv(metrics: Metrics, path: Path) -> None:
     writer.writeheader()
     for row in metrics.per_class_rows():
         writer.writerow({k: _csv_cell(v) for k, v in row.items()})
-    atomic_write_bytes(path, text.getvalue().encode("utf-8"))
+    atomic_write_bytes(path, text.getvalue().encode("utf-8", "surrogateescape"))  # class names' exact bytes
 
 
 def _csv_cell(value) -> str | int:
@@ -200,6 +200,11 @@ def _data_files(ev: Evaluation, record: TrainingRecord) -> str:
     return (
         "<h3>Skipped files</h3>"
         + (_table(["file", "reason"], list(skipped.items())) if skipped else "<p>none</p>")
+        + (
+            "<h3>Used despite a decoder warning</h3>" + _table(["file", "warning"], list(record.notes.items()))
+            if record.notes
+            else ""
+        )
         + "<h3>Near-duplicates across splits</h3>"
         + (
             _table(["held-out image", "split", "most similar training image", "similarity"], near_rows)

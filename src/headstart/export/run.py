@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 from ..data.labelled import LabelledImages
 from ..errors import HeadstartError
 from ..events import EventBus, as_bus
-from ..fsutil import default_mode
+from ..fsutil import default_mode, remove_stale_staging, staging_folder
 from ..inference.model import Model
 from ..inference.pipeline import load_crops
 from ..inference.runtime import run_batched
@@ -94,7 +93,8 @@ def export(
     target.parent.mkdir(parents=True, exist_ok=True)
 
     net = model.graph()
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    remove_stale_staging(target)
+    staging = staging_folder(target)
     staged = staging / target.name
     try:
         with as_bus(events).stage("export", 2, "steps", f"Exporting {fmt}") as progress:

@@ -45,11 +45,12 @@ class Extraction:
     failures: dict[Path, str] = field(default_factory=dict)
     hashes: list[str] = field(default_factory=list)  # content sha256 of each ok image
     computed: int = 0  # images that went through the backbone (the rest came from the cache)
+    notes: dict[Path, str] = field(default_factory=dict)  # used, though the decoder warned (decoded this run)
 
     @classmethod
     def of(cls, batch: Batch) -> Extraction:
         """A pipeline batch whose outputs are backbone features."""
-        return cls(batch.outputs, batch.ok, batch.failures, batch.hashes, batch.computed)
+        return cls(batch.outputs, batch.ok, batch.failures, batch.hashes, batch.computed, batch.notes)
 
     @classmethod
     def mean(cls, views: Sequence[Extraction]) -> Extraction:
@@ -66,6 +67,7 @@ class Extraction:
             {path: why for v in views for path, why in v.failures.items()},
             [views[0].hashes[r] for r in rows[0]],
             max(v.computed for v in views),
+            {path: note for v in views for path, note in v.notes.items()},
         )
 
 

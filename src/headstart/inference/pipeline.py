@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -33,6 +33,7 @@ class Batch:
         outputs: (n_ok, dim) float32: features, or class probabilities, as the network gives.
         ok: indices into the input paths of the files that were read.
         failures: the other files, with the reason.
+        notes: files used although the decoder warned about them, with the warnings (one line).
         hashes: content sha256 of each ok file.
         computed: rows the network computed (the rest came from the cache).
     """
@@ -42,9 +43,20 @@ class Batch:
     failures: dict[Path, str] = field(default_factory=dict)
     hashes: list[str] = field(default_factory=list)
     computed: int = 0
+    notes: dict[Path, str] = field(default_factory=dict)
 
 
 Transform = Callable[["Image.Image", str], np.ndarray]  # (RGB image, content sha256) -> uint8 crop
+
+
+class Prepared(NamedTuple):
+    """One file made ready for the network, on a worker thread."""
+
+    content_hash: str | None  # sha256 of the bytes (None: unreadable)
+    cached: np.ndarray | None  # the cached output row, when there is one
+    crop: np.ndarray | None  # the uint8 model input, when it had to be decoded
+    error: str | None  # why the file can't be used
+    notes: tuple[str, ...] = ()  # what the decoder warned about (the file is still used)
 
 
 def prepare_image(
@@ -52,20 +64,22 @@ def prepare_image(
     preprocessing: Preprocessing,
     cache: FeatureCache | SplitCache | None,
     transform: Transform | None = None,
-):
+) -> Prepared:
     """Read, hash and (unless cached) decode one file: runs in worker threads."""
     try:
         data = read_file(path)
     except ImageDecodeError as e:
-        return None, None, None, str(e)
+        return Prepared(None, None, None, str(e))
     content_hash = hashlib.sha256(data).hexdigest()
     if cache is not None and (hit := cache.get(content_hash)) is not None:
-        return content_hash, hit, None, None
+        return Prepared(content_hash, hit, None, None)
+    notes: list[str] = []
     try:
-        image = decode(data, min_size=preprocessing.resize_short)
-        return content_hash, None, transform(image, content_hash) if transform else preprocessing(image), None
+        image = decode(data, min_size=preprocessing.resize_short, notes=notes)
+        crop = transform(image, content_hash) if transform else preprocessing(image)
+        return Prepared(content_hash, None, crop, None, tuple(notes))
     except ImageDecodeError as e:
-        return content_hash, None, None, str(e)
+        return Prepared(content_hash, None, None, str(e))
 
 
 def batched_inference(
@@ -86,6 +100,7 @@ def batched_inference(
     outputs: list[np.ndarray | None] = [None] * n
     hashes: list[str | None] = [None] * n
     failures: dict[Path, str] = {}
+    notes: dict[Path, str] = {}
     pending_idx: list[int] = []
     pending_arr: list[np.ndarray] = []
     computed = 0
@@ -131,12 +146,14 @@ def batched_inference(
         # Decoding runs ahead of inference on the other core(s), bounded so memory stays flat.
         prepared = bounded_map(
             pool,
-            lambda i: (i, *prepare_image(paths[i], preprocessing, cache, transform)),
+            lambda i: (i, prepare_image(paths[i], preprocessing, cache, transform)),
             rest,
             window=DECODE_AHEAD,
         )
-        for i, content_hash, hit, array, error in prepared:
+        for i, (content_hash, hit, array, error, warned) in prepared:
             hashes[i] = content_hash
+            if warned:
+                notes[Path(paths[i])] = "; ".join(warned)
             if error is not None:
                 failures[Path(paths[i])] = error
             elif hit is not None:
@@ -152,7 +169,8 @@ def batched_inference(
         file_hashes.remember(paths, stamps, hashes, known)
     ok = [i for i in range(n) if outputs[i] is not None]
     stacked = np.stack([outputs[i] for i in ok]).astype(np.float32) if ok else np.zeros((0, out_dim), np.float32)
-    return Batch(stacked, ok, failures, [hashes[i] for i in ok], computed)
+    notes = {path: note for path, note in notes.items() if path not in failures}
+    return Batch(stacked, ok, failures, [hashes[i] for i in ok], computed, notes)
 
 
 def hash_files(paths: Sequence[Path], root: Path | None = None) -> list[str | None]:
@@ -183,7 +201,7 @@ def load_crops(
         prepared = list(
             bounded_map(pool, lambda p: prepare_image(p, preprocessing, None, transform), paths, window=DECODE_AHEAD)
         )
-    ok = [i for i, (_, _, array, _) in enumerate(prepared) if array is not None]
+    ok = [i for i, p in enumerate(prepared) if p.crop is not None]
     size = preprocessing.image_size
-    crops = np.stack([prepared[i][2] for i in ok]) if ok else np.zeros((0, size, size, 3), np.uint8)
+    crops = np.stack([prepared[i].crop for i in ok]) if ok else np.zeros((0, size, size, 3), np.uint8)
     return crops, ok

@@ -7,6 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..display import printable
 from ..errors import HeadstartError
 from .predictor import Predictions
 
@@ -14,8 +15,9 @@ SUFFIXES = (".csv", ".parquet")
 
 
 class PredictionFile:
-    """Predictions written to `path` (.csv: `headstart predict --format csv`'s columns; .parquet:
-    path, label, probability, top_labels, top_probabilities and probabilities in class order,
+    """Predictions written to `path` (.csv: `headstart predict --format csv`'s columns, file names
+    in their original bytes; .parquet: path (non-UTF-8 bytes as \\xNN), path_bytes (the exact
+    name), label, probability, top_labels, top_probabilities and probabilities in class order,
     named in the file's metadata) chunk by chunk; the file appears whole when closed, never half."""
 
     def __init__(self, path: str | Path, classes: list[str], top_k: int = 3, overwrite: bool = False):
@@ -39,6 +41,7 @@ class PredictionFile:
             self.schema = pa.schema(
                 [
                     ("path", pa.string()),
+                    ("path_bytes", pa.binary()),
                     ("label", pa.string()),
                     ("probability", pa.float32()),
                     ("top_labels", pa.list_(pa.string())),
@@ -59,7 +62,8 @@ class PredictionFile:
 
             top = [p.top(self.top_k) for p in predictions]
             columns = {
-                "path": [str(p.path) for p in predictions],
+                "path": [printable(str(p.path)) for p in predictions],  # Arrow strings are UTF-8
+                "path_bytes": [os.fsencode(p.path) for p in predictions],  # the exact name
                 "label": predictions.labels,
                 "probability": [p.probability for p in predictions],
                 "top_labels": [[label for label, _ in t] for t in top],

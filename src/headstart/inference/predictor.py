@@ -3,8 +3,10 @@ and the predictions it returns."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -14,7 +16,7 @@ from typing import TextIO
 import numpy as np
 
 from ..data.images import collect_images
-from ..display import spreadsheet_cell
+from ..display import is_utf8, printable, spreadsheet_cell
 from ..errors import HeadstartError
 from ..events import EventBus, Subscriber, as_bus
 from ..preprocessing import Preprocessing
@@ -53,11 +55,13 @@ class Predictions:
         classes: the predictor's labels.
         items: one `Prediction` per readable image.
         failures: unreadable inputs and why.
+        notes: inputs labelled although the decoder warned about them (a corrupt EXIF block), and what it said.
     """
 
     classes: list[str]
     items: list[Prediction]
     failures: dict[Path, str] = field(default_factory=dict)
+    notes: dict[Path, str] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[Prediction]:
         return iter(self.items)
@@ -75,19 +79,28 @@ class Predictions:
 
     def write_csv(self, file: TextIO, header: bool = True) -> None:
         """path, label, probability and one column per class. Text cells are spreadsheet-safe (a
-        file named "=cmd|..." is shown, not run as a formula); undecodable name bytes as \\xNN."""
+        file named "=cmd|..." is shown, not run as a formula). A non-UTF-8 file name keeps its
+        original bytes wherever `file` can carry them (surrogateescape, as a C.UTF-8 stdout or
+        `PredictionFile`) or a str buffer; any other stream gets them as \\xNN instead of failing."""
+        text = str if getattr(file, "errors", None) in (None, "surrogateescape") else printable
         writer = csv.writer(file, lineterminator="\n")
         if header:
-            writer.writerow(["path", "label", "probability", *map(spreadsheet_cell, self.classes)])
+            writer.writerow(["path", "label", "probability", *(spreadsheet_cell(text(c)) for c in self.classes)])
         for p in self.items:
             probabilities = (f"{p.probabilities[c]:.6f}" for c in self.classes)
             writer.writerow(
-                [spreadsheet_cell(str(p.path)), spreadsheet_cell(p.label), f"{p.probability:.6f}", *probabilities]
+                [
+                    spreadsheet_cell(text(str(p.path))),
+                    spreadsheet_cell(text(p.label)),
+                    f"{p.probability:.6f}",
+                    *probabilities,
+                ]
             )
 
     def write_jsonl(self, file: TextIO, top_k: int = 3) -> None:
-        """One JSON object per image. A non-UTF-8 file name's bytes are \\udcXX escapes (valid JSON;
-        Python's json reads them back into the same path)."""
+        """One JSON object per image. JSON is UTF-8, so a file name that is not is written with its
+        undecodable bytes as \\udcXX escapes (Python's json and os.fsencode read them back into the
+        same path), and that row also carries `path_bytes`: the name's exact bytes, base64."""
         for p in self.items:
             row = {
                 "path": str(p.path),
@@ -96,6 +109,8 @@ class Predictions:
                 "top": p.top(top_k),
                 "probabilities": p.probabilities,
             }
+            if not is_utf8(row["path"]):
+                row["path_bytes"] = base64.b64encode(os.fsencode(p.path)).decode("ascii")
             file.write(json.dumps(row) + "\n")
 
     @classmethod
@@ -103,10 +118,12 @@ class Predictions:
         """Chunks (from a streaming predictor) as one, in order."""
         items: list[Prediction] = []
         failures: dict[Path, str] = {}
+        notes: dict[Path, str] = {}
         for chunk in chunks:
             items += chunk.items
             failures |= chunk.failures
-        return cls(list(classes), items, failures)
+            notes |= chunk.notes
+        return cls(list(classes), items, failures, notes)
 
     @classmethod
     def from_probabilities(
@@ -186,6 +203,8 @@ class Predictor(ABC):
             stage="predict",
             description="Predicting",
         )
-        return Predictions.from_probabilities(
+        predictions = Predictions.from_probabilities(
             self.classes, paths, result.ok, result.outputs, failures | result.failures
         )
+        predictions.notes = result.notes
+        return predictions

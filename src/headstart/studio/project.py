@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bundle import is_bundle
+from ..bundle import is_bundle, users_file
 from ..data.images import ImageDecodeError, decode, is_image_path
 from ..errors import HeadstartError
-from ..fsutil import atomic_write_bytes
+from ..fsutil import atomic_write_bytes, settle_all
 
 CLASS_NAME = re.compile(r"^[^/\\\x00-\x1f.][^/\\\x00-\x1f]{0,99}$")  # no separators, not hidden, ≤ 100
 
@@ -122,6 +122,7 @@ class Project:
         """The project's model bundles, oldest first."""
         if not self.models_dir.is_dir():
             return []
+        settle_all(self.models_dir, users_file)  # a save a crash interrupted shows its bundle again
         return sorted(p for p in self.models_dir.iterdir() if is_bundle(p))
 
     def new_model_dir(self) -> Path:

@@ -23,7 +23,7 @@ from safetensors.numpy import load, save
 
 from ..errors import HeadstartError
 from ..events import Cancelled
-from ..fsutil import recover, staged_directory, write_durably
+from ..fsutil import settle, staged_directory, write_durably
 from ..schema import CheckpointMeta, read_json, validate
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ def save_checkpoint(directory: Path, state: dict) -> None:
 def load_checkpoint(directory: Path, fingerprint: str) -> CheckpointState | None:
     """The saved state, None if there is none; refuses one made for other settings or data, and a
     damaged one (schema, tensors' hash), each with one line saying what to do."""
-    recover(directory)
+    directory = settle(directory)
     if not (directory / STATE).exists():
         return None
     damaged = f"{directory}: damaged checkpoint; delete that folder to start over"

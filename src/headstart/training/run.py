@@ -166,6 +166,7 @@ class TrainingRun:
         self.features.seconds = time.perf_counter() - started
         self.features.extraction.computed += on_ray  # read back from the cache Ray filled
         self.dataset.drop(self.features.extraction.failures)
+        self.dataset.note(self.features.extraction.notes)
         self.extractor.release()  # its memory arena (~185 MB) would sit under the head's training
 
     @step
