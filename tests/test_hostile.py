@@ -419,10 +419,10 @@ def test_a_cache_that_fills_up_mid_run_warns_once_and_the_run_goes_on(small_hyme
     assert len([r for r in caplog.records if "can't write" in r.message]) == 1
 
 
-def deeper_than_path_max(folder: Path, image: bytes) -> Path:
-    """A file nested deeper than PATH_MAX, made with directory descriptors (no path that long can
-    be passed to the OS); returns its folder's first component."""
-    fd, length, name = os.open(folder, os.O_RDONLY), len(os.fsencode(folder)), "d" * 200
+def deeper_than_path_max(folder: Path, image: bytes, name: str = "d" * 200) -> Path:
+    """A file nested deeper than PATH_MAX in folders called `name`, made with directory descriptors
+    (no path that long can be passed to the OS); returns its folder's first component."""
+    fd, length = os.open(folder, os.O_RDONLY), len(os.fsencode(folder))
     try:
         while length <= os.pathconf("/", "PC_PATH_MAX"):
             os.mkdir(name, dir_fd=fd)
@@ -473,11 +473,12 @@ def test_pipes_sockets_and_devices_are_listed_and_never_opened(small_hymenoptera
     assert f"{ants / 'pipe.jpg'}: a named pipe (FIFO), not a regular file\n" in stderr
 
 
-def test_a_file_nested_deeper_than_path_max_is_listed_and_the_run_goes_on(small_hymenoptera, tmp_path):
+@pytest.mark.parametrize("name", ["d" * 200, "d"])  # "d": 2,000 levels, past Python's recursion limit
+def test_a_file_nested_deeper_than_path_max_is_listed_and_the_run_goes_on(small_hymenoptera, tmp_path, name):
     data = tmp_path / "data"
     shutil.copytree(small_hymenoptera, data)
     bees = data / "train" / "bees"
-    deep = deeper_than_path_max(bees, sorted(bees.glob("*.jpg"))[0].read_bytes())
+    deep = deeper_than_path_max(bees, sorted(bees.glob("*.jpg"))[0].read_bytes(), name)
     stderr = train_in_a_subprocess(data, tmp_path / "m")
     record = headstart.load(tmp_path / "m").record
     (reason,) = [why for path, why in record.skipped.items() if path.startswith(str(deep))]

@@ -183,7 +183,10 @@ def remove_stale_staging(target: Path) -> None:
             pid = rest.split("-", 1)[0]
             if pid.isdigit() and not _alive(int(pid)):
                 try:
-                    p.unlink() if p.is_file() or p.is_symlink() else shutil.rmtree(p)
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p)
+                    else:
+                        p.unlink()
                 except OSError:
                     pass
 

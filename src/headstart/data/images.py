@@ -42,23 +42,31 @@ def walk_files(folder: Path, unreadable: dict[Path, str] | None = None) -> Itera
     sorted; hidden files and folders left out. Symbolic links to folders are yielded, not followed
     (no loops). A folder that cannot be listed (no permission, a path longer than the system allows)
     is recorded in `unreadable` with the reason and the walk goes on."""
-    try:
-        with os.scandir(folder) as it:
-            entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
-    except OSError as e:
-        if unreadable is not None:
-            unreadable[Path(folder)] = unreadable_folder(Path(folder), e)
-        return
-    for entry in entries:
-        path = Path(folder, entry.name)
+
+    def listing(path: Path) -> list[os.DirEntry]:
+        """The folder's visible entries, last name first (popped in name order); none if unreadable."""
         try:
-            recurse = entry.is_dir(follow_symlinks=False)
+            with os.scandir(path) as it:
+                return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name, reverse=True)
+        except OSError as e:
+            if unreadable is not None:
+                unreadable[path] = unreadable_folder(path, e)
+            return []
+
+    pending = [listing(Path(folder))]  # a stack, not recursion: folders may nest thousands deep
+    while pending:
+        if not pending[-1]:
+            pending.pop()
+            continue
+        entry = pending[-1].pop()
+        try:
+            is_folder = entry.is_dir(follow_symlinks=False)
         except OSError:
-            recurse = False
-        if recurse:
-            yield from walk_files(path, unreadable)
+            is_folder = False
+        if is_folder:
+            pending.append(listing(Path(entry.path)))
         else:
-            yield path
+            yield Path(entry.path)
 
 
 def unreadable_folder(folder: Path, e: OSError) -> str:
