@@ -436,6 +436,19 @@ def deeper_than_path_max(folder: Path, image: bytes, name: str = "d" * 200) -> P
     return folder / name
 
 
+def remove_nested(top: Path, name: str) -> None:
+    """Remove a chain made by `deeper_than_path_max` one level at a time: shutil.rmtree (and so pytest's
+    clean-up of old tmp folders) recurses once per level and overflows on 2,000 of them."""
+    while top.exists():
+        below, spare = top / name, top.with_name(top.name + ".next")
+        if below.exists():
+            below.rename(spare)
+        shutil.rmtree(top)
+        if not spare.exists():
+            return
+        spare.rename(top)
+
+
 def train_in_a_subprocess(data: Path, out: Path) -> str:
     """`headstart train` with a deadline, so that a run that hangs fails instead of hanging the suite; its stderr."""
     import subprocess
@@ -479,7 +492,10 @@ def test_a_file_nested_deeper_than_path_max_is_listed_and_the_run_goes_on(small_
     shutil.copytree(small_hymenoptera, data)
     bees = data / "train" / "bees"
     deep = deeper_than_path_max(bees, sorted(bees.glob("*.jpg"))[0].read_bytes(), name)
-    stderr = train_in_a_subprocess(data, tmp_path / "m")
+    try:
+        stderr = train_in_a_subprocess(data, tmp_path / "m")
+    finally:
+        remove_nested(deep, name)
     record = headstart.load(tmp_path / "m").record
     (reason,) = [why for path, why in record.skipped.items() if path.startswith(str(deep))]
     assert reason.startswith("path too long for this system") and "path too long" in stderr

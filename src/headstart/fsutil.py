@@ -121,7 +121,7 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
     """Write `data` to a temporary sibling, then rename it over `path` (fsynced first if `durable`).
     The sibling is named so that `remove_stale_staging(path)` knows it if this process is killed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_staging_prefix(path), suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=staging_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -146,7 +146,7 @@ def is_staging_name(name: str) -> bool:
     return STAGING_NAME.match(name) is not None
 
 
-def _staging_prefix(target: Path) -> str:
+def staging_prefix(target: Path) -> str:
     """`.<name>.<pid>-`: the pid tells a dead process's leftovers from a live save (see below)."""
     return f".{target.name}.{os.getpid()}-"
 
@@ -154,7 +154,7 @@ def _staging_prefix(target: Path) -> str:
 def staging_folder(target: Path) -> Path:
     """A new empty folder beside `target` (same file system, so renames move its entries), named
     so that `remove_stale_staging` removes it if this process dies before using it up."""
-    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), suffix=".tmp", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target), suffix=".tmp", dir=target.parent))
     os.chmod(staging, default_mode(directory=True))
     return staging
 

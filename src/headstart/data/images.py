@@ -104,6 +104,10 @@ def not_a_regular_file(path: Path) -> str | None:
         return None
     if stat.S_ISDIR(mode):
         return "symbolic link to a folder (not followed)" if os.path.islink(path) else "a folder, not a file"
+    return _not_regular(mode)
+
+
+def _not_regular(mode: int) -> str:
     return f"{_SPECIAL.get(stat.S_IFMT(mode), 'a special file')}, not a regular file"
 
 
@@ -115,10 +119,11 @@ def collect_images(inputs: Iterable[str | Path]) -> tuple[list[Path], dict[Path,
     missing: dict[Path, str] = {}
     for item in inputs:
         p = Path(item).expanduser()
+        mode, error = None, None
         try:
             mode = os.stat(p).st_mode
         except (OSError, ValueError) as e:
-            mode, error = None, e
+            error = e
         if mode is not None and stat.S_ISDIR(mode):
             found = [f for f in walk_files(p, missing) if is_image_path(f)]
             paths += found
@@ -242,7 +247,7 @@ def read_file(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
         with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
-                raise ImageDecodeError(f"{_SPECIAL.get(stat.S_IFMT(st.st_mode), 'a special file')}, not a regular file")
+                raise ImageDecodeError(_not_regular(st.st_mode))
             if st.st_size > limit:
                 raise ImageDecodeError(f"file too large ({st.st_size / 2**20:.0f} MB; the limit is {limit >> 20} MB)")
             data = f.read(limit + 1)  # a file that grew is still bounded

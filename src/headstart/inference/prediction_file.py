@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..display import printable
 from ..errors import HeadstartError
+from ..fsutil import remove_stale_staging, staging_prefix
 from .predictor import Predictions
 
 SUFFIXES = (".csv", ".parquet")
@@ -27,7 +28,8 @@ class PredictionFile:
         if self.path.exists() and not overwrite:
             raise HeadstartError(f"{self.path}: exists; choose another --out or add --force")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        remove_stale_staging(self.path)  # a killed run's partial file
+        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=staging_prefix(self.path), suffix=".tmp")
         os.close(fd)
         self.rows = 0
         self._header_written = False

@@ -127,14 +127,20 @@ class Predictions:
 
     @classmethod
     def from_probabilities(
-        cls, classes: list[str], paths: list[Path], ok: list[int], probabilities: np.ndarray, failures: dict[Path, str]
+        cls,
+        classes: list[str],
+        paths: list[Path],
+        ok: list[int],
+        probabilities: np.ndarray,
+        failures: dict[Path, str],
+        notes: dict[Path, str] | None = None,
     ) -> Predictions:
         """One Prediction per readable image (`ok` indexes `paths`; rows of `probabilities` follow it)."""
         items = []
         for i, p in zip(ok, probabilities):
             best = int(p.argmax())
             items.append(Prediction(paths[i], classes[best], float(p[best]), dict(zip(classes, map(float, p)))))
-        return cls(list(classes), items, failures)
+        return cls(list(classes), items, failures, dict(notes or {}))
 
 
 @dataclass
@@ -203,8 +209,6 @@ class Predictor(ABC):
             stage="predict",
             description="Predicting",
         )
-        predictions = Predictions.from_probabilities(
-            self.classes, paths, result.ok, result.outputs, failures | result.failures
+        return Predictions.from_probabilities(
+            self.classes, paths, result.ok, result.outputs, failures | result.failures, result.notes
         )
-        predictions.notes = result.notes
-        return predictions
