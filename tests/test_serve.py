@@ -161,17 +161,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_cli_serves_concurrent_clients_on_loopback(bundle, images):
+API_KEY = {"X-API-Key": "k"}
+
+
+@pytest.fixture(scope="module")
+def server(bundle):
+    """`headstart serve` on a real socket, with an API key; its base URL."""
     port = _free_port()
-    env = os.environ | {"HEADSTART_API_KEY": "k"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "headstart", "serve", str(bundle), "--port", str(port)],
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=os.environ | {"HEADSTART_API_KEY": "k"},
     )
+    base = f"http://127.0.0.1:{port}"
     try:
-        base = f"http://127.0.0.1:{port}"
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
@@ -179,21 +183,106 @@ def test_the_cli_serves_concurrent_clients_on_loopback(bundle, images):
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
-        headers = {"X-API-Key": "k"}
-
-        def one(path):
-            with httpx.Client(base_url=base, headers=headers, timeout=60) as c:
-                return c.post("/v1/predict", files=files(path)).json()["predictions"][0]["label"]
-
-        with ThreadPoolExecutor(8) as pool:
-            labels = list(pool.map(one, images * 2))
-        expected = [p.label for p in headstart.load(bundle).predict(images)] * 2
-        assert labels == expected
-        metrics = httpx.get(f"{base}/metrics", headers=headers).text
-        assert "headstart_images_total 24.0" in metrics
-        sizes = [line for line in metrics.splitlines() if line.startswith("headstart_batch_size_count")]
-        assert sizes and float(sizes[0].split()[-1]) < 25  # fewer runs than requests: batched (plus warm-up)
+        yield base
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     assert "Traceback" not in proc.stderr.read()
+
+
+def images_served(base: str) -> float:
+    metrics = httpx.get(f"{base}/metrics", headers=API_KEY).text
+    return float(next(line for line in metrics.splitlines() if line.startswith("headstart_images_total")).split()[-1])
+
+
+def test_the_cli_serves_concurrent_clients_on_loopback(server, bundle, images):
+    before = images_served(server)
+
+    def one(path):
+        with httpx.Client(base_url=server, headers=API_KEY, timeout=60) as c:
+            return c.post("/v1/predict", files=files(path)).json()["predictions"][0]["label"]
+
+    with ThreadPoolExecutor(8) as pool:
+        labels = list(pool.map(one, images * 2))
+    expected = [p.label for p in headstart.load(bundle).predict(images)] * 2
+    assert labels == expected
+    assert images_served(server) - before == 24
+    metrics = httpx.get(f"{server}/metrics", headers=API_KEY).text
+    sizes = [line for line in metrics.splitlines() if line.startswith("headstart_batch_size_count")]
+    assert sizes and float(sizes[0].split()[-1]) < 25  # fewer runs than requests: batched (plus warm-up)
+
+
+def test_tritonclient_checks_health_reads_metadata_and_infers_predicts_probabilities(server, bundle, images):
+    """The Open Inference Protocol v2, with NVIDIA's stock client (binary tensors, its default, and JSON)."""
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    from headstart.inference.pipeline import load_crops
+
+    def key() -> dict:  # a fresh dict each call: tritonclient adds its binary-length header to the one it is given
+        return dict(API_KEY)
+
+    client = triton.InferenceServerClient(server.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready()
+    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
+    assert client.is_model_ready("model", headers=key())
+    meta = client.get_model_metadata("model", headers=key())
+    assert [t["name"] for t in meta["inputs"]] == ["image_bytes", "images"]
+    assert meta["outputs"][0] == {"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}
+
+    predictor = headstart.load(bundle)
+    expected = np.array([[p.probabilities[c] for c in predictor.classes] for p in predictor.predict(images)])
+    encoded = triton.InferInput("image_bytes", [len(images)], "BYTES")
+    encoded.set_data_from_numpy(np.array([p.read_bytes() for p in images], dtype=object))
+    result = client.infer("model", [encoded], headers=key())
+    np.testing.assert_allclose(result.as_numpy("probabilities"), expected, atol=1e-6)
+    assert [b.decode() for b in result.as_numpy("label")] == [p.label for p in predictor.predict(images)]
+
+    crops, _ = load_crops(images[:3], predictor.preprocessing)
+    as_json = triton.InferInput("images", list(crops.shape), "UINT8")
+    as_json.set_data_from_numpy(crops, binary_data=False)
+    wanted = [triton.InferRequestedOutput("probabilities", binary_data=False)]
+    result = client.infer("model", [as_json], outputs=wanted, model_version="1", headers=key(), request_id="r1")
+    assert result.get_response()["id"] == "r1" and [o["name"] for o in result.get_response()["outputs"]] == [
+        "probabilities"
+    ]
+    np.testing.assert_allclose(result.as_numpy("probabilities"), expected[:3], atol=1e-6)
+
+    with pytest.raises(InferenceServerException, match="API key"):
+        client.infer("model", [encoded])
+    with pytest.raises(InferenceServerException, match="no model 'other'"):
+        client.infer("other", [encoded], headers=key())
+    wrong = triton.InferInput("images", [1, 8, 8, 3], "UINT8")
+    wrong.set_data_from_numpy(np.zeros((1, 8, 8, 3), np.uint8))
+    with pytest.raises(InferenceServerException, match=r"UINT8 \[N, 224, 224, 3\]"):
+        client.infer("model", [wrong], headers=key())
+
+
+def test_schemathesis_finds_no_failure_in_the_openapi_document(server):
+    """Every schemathesis check (5xx, schema conformance, Allow on 405, auth, ...) on a time budget;
+    tests/schemathesis.toml lists the one allowance and why."""
+    config = Path(__file__).with_name("schemathesis.toml")
+    command = [str(Path(sys.executable).with_name("st")), "--config-file", str(config), "run"]
+    command += [f"{server}/openapi.json", "--checks", "all", "--max-examples", "10", "--max-time", "60"]
+    command += ["--seed", "7", "--workers", "1", "-H", "X-API-Key: k", "--no-color"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    assert "16/16" in proc.stdout  # every operation, /v1 and /v2, was tested
+
+
+def test_the_openapi_document_declares_refusals_auth_and_limits(bundle):
+    with TestClient(create_app(headstart.load(bundle), api_key="s3cret", max_images=8)) as c:
+        schema = c.get("/openapi.json").json()
+        r = c.request("TRACE", "/v1/predict")
+        assert r.status_code == 405 and r.headers["allow"] == "POST"
+        unauthorised = c.get("/v1/model")
+        assert unauthorised.status_code == 401 and unauthorised.headers["www-authenticate"] == "Bearer"
+    predict = schema["paths"]["/v1/predict"]["post"]
+    assert {"200", "400", "401", "413", "422"} <= set(predict["responses"])
+    assert {"APIKeyHeader", "HTTPBearer"} == set(schema["components"]["securitySchemes"])
+    assert {"APIKeyHeader": []} in predict["security"]
+    upload = schema["components"]["schemas"]["Body_predict_files_v1_predict_post"]["properties"]["files"]
+    assert (upload["minItems"], upload["maxItems"]) == (1, 8)
+    data = schema["components"]["schemas"]["Base64Image"]["properties"]["data"]
+    assert data["minLength"] == 1 and data["contentEncoding"] == "base64"
+    assert "security" not in schema["paths"]["/v1/health/live"]["get"]

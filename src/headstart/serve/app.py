@@ -7,13 +7,15 @@ Endpoints (documented in /openapi.json):
     POST /v1/predict        multipart images (field `files`), ?top_k=3
     POST /v1/predict/base64 JSON {"images": [{"name": ..., "data": <base64>}], "top_k": 3}
     GET  /metrics           Prometheus text: requests, images, errors, latency, batch sizes
+    /v2/...                 the Open Inference Protocol (KServe, Triton): `open_inference.py`
 
 Images go through the same decode and crop as `headstart predict` (`prepare_crop`); requests
-share one model session through a greedy batcher. Bad input is a 4xx with a JSON `error`.
+share one model session through a greedy batcher. Bad input is a 4xx with a JSON `error`, and
+every answer it may get is declared in the OpenAPI document.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the upload field's limit (max_images) is a local that
+# FastAPI reads from the evaluated annotation.
 import base64
 import binascii
 import hmac
@@ -21,12 +23,14 @@ import os
 import threading
 import time
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -38,6 +42,7 @@ from ..web.errors import ApiError
 from ..web.schemas import ImagePrediction
 from ..web.uploads import MAX_IMAGE_BYTES, prepare_crop
 from .batcher import GreedyBatcher
+from .open_inference import open_inference_routes
 
 TOO_LARGE = "headstart.body_too_large"  # set in the ASGI scope when a streamed body passes the limit
 MAX_IMAGES = 64  # per request
@@ -49,14 +54,37 @@ class Base64Image(BaseModel):
     """One image of a JSON request."""
 
     name: str = Field("", max_length=1024, description="echoed back, to match answers to images")
-    data: str = Field(description="the image file's bytes, base64-encoded")
+    data: str = Field(
+        min_length=1,  # an empty file is no image; bad base64 is a 400 naming the field
+        description="the image file's bytes, base64-encoded",
+        json_schema_extra={"contentEncoding": "base64"},
+    )
 
 
 class Base64Request(BaseModel):
     """`POST /v1/predict/base64`'s body."""
 
-    images: list[Base64Image] = Field(min_length=1)
+    images: list[Base64Image] = Field(min_length=1, max_length=MAX_IMAGES)  # the server's own limit may be lower
     top_k: int = Field(3, ge=1, le=1000)
+
+
+class ErrorBody(BaseModel):
+    """Every refusal's body: one line saying what was wrong."""
+
+    error: str
+
+
+def refusals(*statuses: int) -> dict:
+    """The OpenAPI `responses` entries for the refusals an endpoint can answer with."""
+    why = {
+        400: "malformed request (bad base64, bad tensor)",
+        401: "missing or wrong API key",
+        404: "no such model",
+        413: "too many images, an image or the body too large",
+        422: "not an image, or a parameter out of range",
+        503: "the model is still loading",
+    }
+    return {status: {"model": ErrorBody, "description": why[status]} for status in statuses}
 
 
 class PredictResponse(BaseModel):
@@ -86,6 +114,44 @@ class Metrics:
         )
 
 
+@dataclass
+class Served:
+    """The model as both protocols serve it: one batcher, one set of limits, one crop."""
+
+    predictor: Predictor
+    name: str
+    metrics: Metrics
+    max_images: int
+    max_image_bytes: int
+    ready: bool = False
+    batcher: GreedyBatcher | None = None
+    decoding: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(2 * (os.cpu_count() or 1))  # bounds memory
+    )
+
+    def check_count(self, n: int) -> None:
+        """A 413 when a request holds more images than the limit."""
+        if n > self.max_images:
+            raise ApiError(413, f"{n} images in one request; the limit is {self.max_images}")
+
+    def crops(self, images: list[tuple[str, bytes]]) -> np.ndarray:
+        """Encoded image files (name, bytes) as the model's crops, decoded as `headstart predict` does."""
+        self.check_count(len(images))
+        if not images:
+            raise ApiError(400, "no image in the request")
+        for filename, data in images:
+            if len(data) > self.max_image_bytes:
+                raise ApiError(413, f"{printable(filename or 'image')}: over the {self.max_image_bytes} bytes limit")
+        with self.decoding:
+            return np.stack([prepare_crop(data, filename, self.predictor) for filename, data in images])
+
+    def probabilities(self, crops: np.ndarray) -> np.ndarray:
+        """Class probabilities for a stack of crops, batched with other requests'."""
+        rows = self.batcher.submit(crops).result()
+        self.metrics.images.inc(len(crops))
+        return rows
+
+
 def create_app(
     predictor: Predictor,
     name: str = "model",
@@ -98,16 +164,16 @@ def create_app(
     `max_images` per request of at most `max_image_bytes` each and `max_body_bytes` in all;
     `api_key` guards all but health."""
     metrics = Metrics()
-    state: dict = {"ready": False}
+    served = Served(predictor, name, metrics, max_images, max_image_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state["batcher"] = GreedyBatcher(predictor.predict_arrays, MAX_BATCH, metrics.batch.observe)
+        served.batcher = GreedyBatcher(predictor.predict_arrays, MAX_BATCH, metrics.batch.observe)
         size = predictor.preprocessing.image_size
-        state["batcher"].submit(np.zeros((1, size, size, 3), np.uint8)).result()  # warm up: first run is slow
-        state["ready"] = True
+        served.batcher.submit(np.zeros((1, size, size, 3), np.uint8)).result()  # warm up: first run is slow
+        served.ready = True
         yield
-        state["batcher"].close()
+        served.batcher.close()
 
     app = FastAPI(
         title="headstart serve",
@@ -121,20 +187,25 @@ def create_app(
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError):
         metrics.errors.labels(reason=str(e.status)).inc()
-        return JSONResponse({"error": e.message}, status_code=e.status)
+        return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException):
         status = 413 if request.scope.get(TOO_LARGE) else e.status_code  # the parser saw our limit as a bad body
         metrics.errors.labels(reason=str(status)).inc()
-        return JSONResponse({"error": str(e.detail) if status != 413 else "request body too large"}, status)
+        body = {"error": str(e.detail) if status != 413 else "request body too large"}
+        return JSONResponse(body, status, headers=e.headers)  # a 405's Allow header (RFC 9110) included
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError):
         first = e.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
+        loc = [str(p) for p in first.get("loc", ())]
+        if first.get("type") == "too_long" and loc[-1:] in (["files"], ["images"]):  # the schema's maxItems
+            count = len(first.get("input") or ())
+            metrics.errors.labels(reason="413").inc()
+            return JSONResponse({"error": f"{count} images in one request; the limit is {max_images}"}, 413)
         metrics.errors.labels(reason="422").inc()
-        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
+        return JSONResponse({"error": f"{'.'.join(loc)}: {first.get('msg', 'invalid')}"}, status_code=422)
 
     @app.exception_handler(Exception)
     async def failed(request: Request, e: Exception):  # a bug, not the client's fault: say so, stay up
@@ -144,24 +215,21 @@ def create_app(
     app.add_middleware(Observe, metrics=metrics)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
 
-    def authorised(request: Request) -> None:
-        if api_key is None:
-            return
-        given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
+    # Declared as security schemes (the OpenAPI document says how to authenticate); checked by hand,
+    # so that a missing key is our one-line 401 with WWW-Authenticate, not FastAPI's 403.
+    key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's --api-key")
+    bearer = HTTPBearer(auto_error=False, description="the same key as a bearer token")
+
+    def authorised(key: Annotated[str | None, Depends(key_header)], token: Annotated[object, Depends(bearer)]) -> None:
+        given = key or getattr(token, "credentials", None) or ""
         if not hmac.compare_digest(given.encode(), api_key.encode()):
-            raise ApiError(401, "missing or wrong API key (X-API-Key header)")
+            raise ApiError(401, "missing or wrong API key (X-API-Key header)", {"WWW-Authenticate": "Bearer"})
 
-    def check_count(n: int) -> None:
-        if n > max_images:
-            raise ApiError(413, f"{n} images in one request; the limit is {max_images}")
-
-    decoding = threading.BoundedSemaphore(2 * (os.cpu_count() or 1))  # bounds memory, however many clients
+    guarded = {"dependencies": [Depends(authorised)]} if api_key is not None else {}
+    unauthorised = (401,) if api_key is not None else ()
 
     def predict(images: list[tuple[str, bytes]], top_k: int) -> PredictResponse:
-        with decoding:
-            crops = np.stack([prepare_crop(data, filename, predictor) for filename, data in images])
-        rows = state["batcher"].submit(crops).result()
-        metrics.images.inc(len(images))
+        rows = served.probabilities(served.crops(images))
         out = [ImagePrediction.of(filename, predictor.classes, row, top_k) for (filename, _), row in zip(images, rows)]
         return PredictResponse(model=name, predictions=out)
 
@@ -169,33 +237,30 @@ def create_app(
     def live() -> dict:
         return {"status": "live"}
 
-    @app.get("/v1/health/ready", tags=["health"])
+    @app.get("/v1/health/ready", tags=["health"], responses=refusals(503))
     def ready():
-        if not state["ready"]:
+        if not served.ready:
             return JSONResponse({"status": "loading"}, status_code=503)
         return {"status": "ready"}
 
-    @app.get("/v1/model", tags=["model"], dependencies=[Depends(authorised)])
+    @app.get("/v1/model", tags=["model"], responses=refusals(*unauthorised), **guarded)
     def model() -> dict:
         return describe(predictor, name)
 
-    @app.post("/v1/predict", tags=["predict"], dependencies=[Depends(authorised)])
+    predict_refusals = refusals(400, *unauthorised, 413, 422)
+
+    @app.post("/v1/predict", tags=["predict"], responses=predict_refusals, **guarded)
     def predict_files(
-        files: Annotated[list[UploadFile], File(description="image files")],
+        files: Annotated[list[UploadFile], File(description="image files", min_length=1, max_length=max_images)],
         top_k: Annotated[int, Query(ge=1, le=1000)] = 3,
     ) -> PredictResponse:
-        check_count(len(files))
-        images = []
-        for f in files:
-            data = f.file.read(max_image_bytes + 1)
-            if len(data) > max_image_bytes:
-                raise ApiError(413, f"{printable(f.filename or 'image')}: over the {max_image_bytes} bytes limit")
-            images.append((f.filename or "", data))
+        served.check_count(len(files))
+        images = [(f.filename or "", f.file.read(max_image_bytes + 1)) for f in files]
         return predict(images, top_k)
 
-    @app.post("/v1/predict/base64", tags=["predict"], dependencies=[Depends(authorised)])
+    @app.post("/v1/predict/base64", tags=["predict"], responses=predict_refusals, **guarded)
     def predict_base64(body: Base64Request) -> PredictResponse:
-        check_count(len(body.images))
+        served.check_count(len(body.images))
         images = []
         for i, image in enumerate(body.images):
             if len(image.data) > max_image_bytes * 4 // 3 + 4:
@@ -205,6 +270,8 @@ def create_app(
             except (binascii.Error, ValueError):
                 raise ApiError(400, f"images.{i}.data: not valid base64") from None
         return predict(images, body.top_k)
+
+    app.include_router(open_inference_routes(served, guarded, unauthorised))
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
     def prometheus() -> Response:

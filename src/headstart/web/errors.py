@@ -2,8 +2,8 @@
 
 
 class ApiError(Exception):
-    """Answered as `{"error": message}` with `status` by the app's exception handler."""
+    """Answered as `{"error": message}` with `status` (and any `headers`) by the app's exception handler."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.headers = status, message, headers
