@@ -85,7 +85,8 @@ def test_ensemble_export_is_one_graph_that_verifies_against_pytorch(ensemble_mod
     v = result.verification
     assert v["top1_agreement"] == 1.0 and v["max_abs_diff"] <= 1e-4 and v["images"] == 12
     graph = onnx.load(str(result.path)).graph
-    assert [i.name for i in graph.input] == ["images"] and len(graph.output) == 1
+    assert [i.name for i in graph.input] == ["pixels"] and len(graph.output) == 1  # whole images, cropped inside
+    assert v["runtimes"]["onnxruntime"]["top1_agreement"] == 1.0
     assert any(node.op_type == "Resize" for node in graph.node)  # the 240 px crop resized for MobileNetV2
 
 

@@ -205,7 +205,9 @@ def test_registries_refuse_a_taken_name_and_forget_a_removed_one(toys):
     with EXPORT_FORMATS.registered(ExportFormat(**{**fmt.__dict__, "name": "toy2", "suffix": ".toy2"})):
         assert "toy2" in EXPORT_FORMATS
     assert "toy2" not in EXPORT_FORMATS
-    with pytest.raises(HeadstartError, match="unknown export format 'toy2'; choose one of: onnx, onnx-int8"):
+    with pytest.raises(
+        HeadstartError, match="unknown export format 'toy2'; choose one of: onnx, onnx-crops, onnx-int8"
+    ):
         EXPORT_FORMATS.lookup("toy2")
 
 
@@ -218,4 +220,4 @@ def test_the_order_of_formats_does_not_depend_on_which_module_was_imported_first
         "print(','.join(EXPORT_FORMATS))"
     )
     shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip()
-    assert shown == "onnx,onnx-int8,tflite,tflite-int8,torch-export"
+    assert shown == "onnx,onnx-crops,onnx-int8,tflite,tflite-int8,torch-export"

@@ -258,14 +258,14 @@ def test_tritonclient_checks_health_reads_metadata_and_infers_predicts_probabili
         client.infer("model", [wrong], headers=key())
 
 
-def test_schemathesis_finds_no_failure_in_the_openapi_document(server):
+def test_schemathesis_finds_no_failure_in_the_openapi_document(server, tmp_path):
     """Every schemathesis check (5xx, schema conformance, Allow on 405, auth, ...) on a time budget;
     tests/schemathesis.toml lists the one allowance and why."""
     config = Path(__file__).with_name("schemathesis.toml")
     command = [str(Path(sys.executable).with_name("st")), "--config-file", str(config), "run"]
     command += [f"{server}/openapi.json", "--checks", "all", "--max-examples", "10", "--max-time", "60"]
     command += ["--seed", "7", "--workers", "1", "-H", "X-API-Key: k", "--no-color"]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path)  # its cache there
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     assert "16/16" in proc.stdout  # every operation, /v1 and /v2, was tested
 

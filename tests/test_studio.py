@@ -185,13 +185,15 @@ def test_studio_end_to_end_in_chromium(studio, hymenoptera, tmp_path):
 
         # Export ONNX and download it; the file is a model headstart can load.
         page.get_by_role("tab", name="5 · Export").click()
-        page.get_by_role("button", name="Export ONNX").click()
+        page.get_by_role("button", name="Export ONNX", exact=True).click()
         with page.expect_download(timeout=120_000) as download:
             page.get_by_role("link", name="Download model.onnx").click()
         onnx = tmp_path / "downloaded.onnx"
         download.value.save_as(onnx)
-        assert headstart.load(onnx).classes == ["ants", "bees"]
+        exported = headstart.load(onnx)
+        assert exported.classes == ["ants", "bees"] and exported.takes_pixels  # whole images in, the crop inside
         assert "agreement" in page.locator("#exports").inner_text()
+        assert "on whole images: onnxruntime 100.0%, OpenVINO (f32) 100.0%" in page.locator("#exports").inner_text()
         with page.expect_download() as download:
             page.get_by_role("link", name="Download the bundle (.zip)").click()
         download.value.save_as(tmp_path / "bundle.zip")

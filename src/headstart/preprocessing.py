@@ -45,14 +45,22 @@ class Preprocessing:
         """A short hash of the recipe: cached features and graphs are keyed by it."""
         return dict_fingerprint(self.to_dict())
 
+    def crop_box(self, width: float, height: float) -> tuple[float, float, float]:
+        """The geometry, the one definition: the centre square of a `width` × `height` image that
+        becomes the crop, as (left, top, side) in source pixels (fractional). It is the square that
+        resizing the short side to `resize_short` and centre-cropping `image_size` keeps; the exported
+        graphs compute the same box with this same code (`inference/pixels.py`: numbers or tensors)."""
+        short = (width + height - abs(width - height)) / 2  # min(), without a branch a graph would freeze
+        side = short * self.image_size / self.resize_short
+        return (width - side) / 2, (height - side) / 2, side
+
     def crop(self, image: Image.Image) -> Image.Image:
         """The centre `image_size` square of the image resized to `resize_short` on its short side.
 
-        Resizes only the region that survives the crop (PIL's `box`): same result, less work.
+        One resize of the fractional `crop_box` (PIL's `box`): no rounding to whole pixels between a
+        resize and a crop, and only the pixels that survive are resampled.
         """
-        w, h = image.size
-        side = min(w, h) * self.image_size / self.resize_short  # crop side in source pixels
-        left, top = (w - side) / 2, (h - side) / 2
+        left, top, side = self.crop_box(*image.size)
         return image.resize(
             (self.image_size, self.image_size), RESAMPLE[self.interpolation], box=(left, top, left + side, top + side)
         )

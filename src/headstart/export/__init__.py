@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from .registry import EXPORT_FORMATS, ExportFormat, ExportJob, format_of_path, register_export_format
+from .registry import EXPORT_FORMATS, ExportFormat, ExportJob, Runtime, format_of_path, register_export_format
 
 if TYPE_CHECKING:
     from .run import ExportResult, export, verify
@@ -36,5 +36,6 @@ __all__ = [
     "export",
     "format_of_path",
     "register_export_format",
+    "Runtime",
     "verify",
 ]

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from ..inference.predictor import Predictor
 
 Runner = Callable[[Path], Callable[["np.ndarray"], "np.ndarray"]]  # file -> (uint8 crops -> probabilities)
+ImageRunner = Callable[[Path], Callable[[Path], "np.ndarray"]]  # file -> (an image file -> probabilities)
+PIXELS, CROPS = "pixels", "crops"  # what an exported graph takes: whole decoded images, or crops made already
 
 
 @dataclass
@@ -41,23 +43,67 @@ class ExportJob:
 
     def metadata(self) -> dict:
         """What travels with the exported file (inside it, or in its JSON sidecar): labels,
-        preprocessing, the input and the output."""
+        preprocessing, the input (and, for a crop input, the exact recipe) and the output."""
         model, size = self.model, self.model.preprocessing.image_size
+        if self.format.input == PIXELS:
+            given = {
+                "name": "pixels",
+                "dtype": "uint8",
+                "shape": [1, "height", "width", 3],
+                "layout": "one decoded RGB image of any size, (1, H, W, 3), EXIF orientation applied; the graph "
+                "resizes and centre-crops it as headstart does, and normalises it",
+            }
+            batch = 1
+        else:
+            given = {
+                "name": "images",
+                "dtype": "uint8",
+                "shape": ["N", size, size, 3],
+                "layout": "NHWC RGB crops, made as `recipe` says (normalisation is inside the model)",
+                "recipe": crop_recipe(model.preprocessing.image_size, model.preprocessing.resize_short),
+            }
+            batch = "N"
         return {
             "format": self.format.name,
             "labels": model.classes,
             "backbone": model.spec.name,
             "preprocessing": model.preprocessing.to_dict(),
             "test_time_augmentation": model.tta,  # already inside the graph: run it on the plain crop
-            "input": {
-                "name": "images",
-                "dtype": "uint8",
-                "shape": ["N", size, size, 3],
-                "layout": "NHWC RGB, resized and centre-cropped as in preprocessing "
-                "(normalisation is inside the model)",
-            },
-            "output": {"name": "probabilities", "shape": ["N", len(model.classes)]},
+            "input": given,
+            "output": {"name": "probabilities", "shape": [batch, len(model.classes)]},
         }
+
+
+def crop_recipe(image_size: int, resize_short: int) -> str:
+    """How to make a crop input exactly as headstart does (`Preprocessing.crop_box` and `crop`), in words."""
+    return (
+        f"side = min(w, h) * {image_size} / {resize_short}; left = (w - side) / 2; top = (h - side) / 2 "
+        "(fractional, not rounded); then one Pillow resize of that box: "
+        f"image.resize(({image_size}, {image_size}), <interpolation>, box=(left, top, left + side, top + side)). "
+        "Resizing the short side and cropping at whole pixels instead shifts the crop by up to half a pixel."
+    )
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A runtime users run a whole-image export in, the way they run it: decoding each image with
+    that runtime's usual image code, feeding the pixels, reading the probabilities.
+
+    Attributes:
+        name: what it is called in tables ("OpenVINO").
+        decoder: how it decodes images ("OpenCV imread, BGR -> RGB").
+        run: the file in that runtime, as a function of an image file's path.
+        requires: modules it needs; a runtime not installed is left out of the verification.
+    """
+
+    name: str
+    decoder: str
+    run: ImageRunner
+    requires: tuple[str, ...] = ()
+
+    def available(self) -> bool:
+        """Whether the runtime is installed."""
+        return all(importlib.util.find_spec(module) is not None for module in self.requires)
 
 
 @dataclass(frozen=True)
@@ -76,6 +122,11 @@ class ExportFormat:
         exact: an fp32 export must agree with PyTorch (top-1 on every image, |Δp| ≤ 1e-4) or is
             refused; a quantised one (False) is measured and reported.
         calibrates: the writer quantises and needs training images (`job.calibration`).
+        input: what the written file takes: "pixels" (one decoded image of any size; the graph
+            crops it) or "crops" (made already, as the metadata's recipe says).
+        runtimes: for a "pixels" file, the runtimes it is verified in on whole images, each
+            decoding them its own way (those installed); the first decides, for an exact format,
+            whether the file is kept.
         requires: modules the writer and runner need; when one is missing the format is listed as
             not installed, and exporting says `install`.
         install: how to install them.
@@ -90,6 +141,8 @@ class ExportFormat:
     load: Callable[[Path], Predictor] | None = None
     exact: bool = True
     calibrates: bool = False
+    input: str = CROPS
+    runtimes: tuple[Runtime, ...] = ()
     requires: tuple[str, ...] = ()
     install: str = ""
 
@@ -108,7 +161,7 @@ class ExportFormat:
 
     def describe(self) -> dict:
         """JSON-shaped, for the studio's page."""
-        shown = ("name", "title", "suffix", "runtime", "exact", "install")
+        shown = ("name", "title", "suffix", "runtime", "exact", "input", "install")
         return {key: getattr(self, key) for key in shown} | {"available": self.available()}
 
 

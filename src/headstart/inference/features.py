@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..backbones import BackboneSpec, EnsembleSpec
+from ..data.images import DECODE_VERSION
 from ..errors import HeadstartError
 from ..events import EventBus
 from ..fsutil import cache_root
@@ -107,8 +108,8 @@ class FeatureExtractor:
 
     @property
     def cache_key(self) -> str:
-        """The recipe's key: backbone, weights and preprocessing."""
-        return f"{self.model_id}-{self.preprocessing.fingerprint}"
+        """The recipe's key: backbone, weights, preprocessing and how images are decoded."""
+        return f"{self.model_id}-{self.preprocessing.fingerprint}-d{DECODE_VERSION}"
 
     def cache(self, tag: str = "") -> FeatureCache | None:
         """The feature cache of this recipe (None if unusable); `tag` names a variant (an augmented view)."""

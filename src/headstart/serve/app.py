@@ -19,11 +19,8 @@ every answer it may get is declared in the OpenAPI document.
 import base64
 import binascii
 import hmac
-import os
-import threading
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Annotated
 
 import numpy as np
@@ -31,18 +28,18 @@ from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..display import printable
 from ..inference.predictor import Predictor
 from ..version import __version__
 from ..web.errors import ApiError
 from ..web.schemas import ImagePrediction
-from ..web.uploads import MAX_IMAGE_BYTES, prepare_crop
+from ..web.uploads import MAX_IMAGE_BYTES
 from .batcher import GreedyBatcher
 from .open_inference import open_inference_routes
+from .served import Metrics, Served, refusals
 
 TOO_LARGE = "headstart.body_too_large"  # set in the ASGI scope when a streamed body passes the limit
 MAX_IMAGES = 64  # per request
@@ -68,88 +65,11 @@ class Base64Request(BaseModel):
     top_k: int = Field(3, ge=1, le=1000)
 
 
-class ErrorBody(BaseModel):
-    """Every refusal's body: one line saying what was wrong."""
-
-    error: str
-
-
-def refusals(*statuses: int) -> dict:
-    """The OpenAPI `responses` entries for the refusals an endpoint can answer with."""
-    why = {
-        400: "malformed request (bad base64, bad tensor)",
-        401: "missing or wrong API key",
-        404: "no such model",
-        413: "too many images, an image or the body too large",
-        422: "not an image, or a parameter out of range",
-        503: "the model is still loading",
-    }
-    return {status: {"model": ErrorBody, "description": why[status]} for status in statuses}
-
-
 class PredictResponse(BaseModel):
     """The answer to a predict request: the model's name and one prediction per image, in order."""
 
     model: str
     predictions: list[ImagePrediction]
-
-
-class Metrics:
-    """The server's Prometheus metrics, in a registry of its own (several apps per process in tests)."""
-
-    def __init__(self):
-        self.registry = CollectorRegistry()
-        self.requests = Counter("headstart_requests", "HTTP requests", ["path", "status"], registry=self.registry)
-        self.images = Counter("headstart_images", "Images predicted", registry=self.registry)
-        self.errors = Counter("headstart_errors", "Requests refused or failed", ["reason"], registry=self.registry)
-        self.latency = Histogram(
-            "headstart_request_latency_seconds",
-            "Request latency",
-            ["path"],
-            buckets=(0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-            registry=self.registry,
-        )
-        self.batch = Histogram(
-            "headstart_batch_size", "Images per model run", buckets=(1, 2, 3, 4, 6, 8), registry=self.registry
-        )
-
-
-@dataclass
-class Served:
-    """The model as both protocols serve it: one batcher, one set of limits, one crop."""
-
-    predictor: Predictor
-    name: str
-    metrics: Metrics
-    max_images: int
-    max_image_bytes: int
-    ready: bool = False
-    batcher: GreedyBatcher | None = None
-    decoding: threading.BoundedSemaphore = field(
-        default_factory=lambda: threading.BoundedSemaphore(2 * (os.cpu_count() or 1))  # bounds memory
-    )
-
-    def check_count(self, n: int) -> None:
-        """A 413 when a request holds more images than the limit."""
-        if n > self.max_images:
-            raise ApiError(413, f"{n} images in one request; the limit is {self.max_images}")
-
-    def crops(self, images: list[tuple[str, bytes]]) -> np.ndarray:
-        """Encoded image files (name, bytes) as the model's crops, decoded as `headstart predict` does."""
-        self.check_count(len(images))
-        if not images:
-            raise ApiError(400, "no image in the request")
-        for filename, data in images:
-            if len(data) > self.max_image_bytes:
-                raise ApiError(413, f"{printable(filename or 'image')}: over the {self.max_image_bytes} bytes limit")
-        with self.decoding:
-            return np.stack([prepare_crop(data, filename, self.predictor) for filename, data in images])
-
-    def probabilities(self, crops: np.ndarray) -> np.ndarray:
-        """Class probabilities for a stack of crops, batched with other requests'."""
-        rows = self.batcher.submit(crops).result()
-        self.metrics.images.inc(len(crops))
-        return rows
 
 
 def create_app(

@@ -23,7 +23,7 @@ import base64
 import binascii
 import json
 import struct
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Path, Request
@@ -33,9 +33,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from ..version import __version__
 from ..web.errors import ApiError
-
-if TYPE_CHECKING:
-    from .app import Served
+from .served import Served, refusals
 
 VERSION = "1"  # a served model has one version
 EXTENSIONS = ["binary_tensor_data", "model_configuration"]
@@ -96,11 +94,9 @@ class InferResponse(BaseModel):
     outputs: list[ResponseOutput]
 
 
-def open_inference_routes(served: "Served", guarded: dict, unauthorised: tuple[int, ...]) -> APIRouter:
+def open_inference_routes(served: Served, guarded: dict, unauthorised: tuple[int, ...]) -> APIRouter:
     """The `/v2` routes for `served` (`guarded`: the API-key dependency when the server has a key,
     `unauthorised`: (401,) then)."""
-    from .app import refusals
-
     router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
     size = served.predictor.preprocessing.image_size
     classes = served.predictor.classes
@@ -207,7 +203,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[InferRequest, by
         raise ApiError(400, f"{where}: {first.get('msg', 'invalid')}") from None
 
 
-def crops_of(tensor: RequestInput, binary: bytes, served: "Served", size: int) -> np.ndarray:
+def crops_of(tensor: RequestInput, binary: bytes, served: Served, size: int) -> np.ndarray:
     """The input tensor as the model's crops: encoded files decoded (as predict does), or crops checked."""
     count = int(np.prod(tensor.shape)) if all(d >= 1 for d in tensor.shape) else 0
     if count == 0:

@@ -453,8 +453,13 @@ async function exportAs(button) {
   try {
     const r = await api(`/api/export/${button.dataset.format}`, { method: "POST" });
     const v = r.verification;
+    // A whole-image file is also checked in each runtime on that runtime's own decoding.
+    const runtimes = Object.entries(v.runtimes || {}).map(([name, x]) => x.error
+      ? `${name}: can't run it`
+      : `${name} ${(x.top1_agreement * 100).toFixed(1)}%`);
     $("exports").append(el("li", {}, el("a", { href: `/api/download/${enc(r.file)}`, download: r.file }, `Download ${r.file}`),
-      ` · top-1 agreement with the trained model ${(v.top1_agreement * 100).toFixed(1)}% on ${v.images} images, max |Δp| ${v.max_abs_diff.toExponential(1)}`));
+      ` · top-1 agreement with the trained model ${(v.top1_agreement * 100).toFixed(1)}% on ${v.images} images, max |Δp| ${v.max_abs_diff.toExponential(1)}`,
+      runtimes.length ? ` · on whole images: ${runtimes.join(", ")}` : ""));
     say(`Exported ${r.file}`);
   } catch (err) { say(err.message, true); }
   button.disabled = false;

@@ -1,0 +1,121 @@
+"""Exports checked from the outside: each file run by runtimes nobody here wrote (onnxruntime in a
+process without headstart, OpenVINO, OpenCV's DNN), on a real held-out split (hymenoptera's 153
+val photos), each image decoded by that runtime's usual image code, against `headstart predict`."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import headstart
+from headstart.export.formats.onnx import ONNX_RUNTIMES
+
+AGREEMENT, TOLERANCE = 0.995, 0.02  # float formats: top-1 agreement and max |Δp| against predict
+
+
+@pytest.fixture(scope="module")
+def model(hymenoptera, tmp_path_factory):
+    out = tmp_path_factory.mktemp("deploy") / "model"
+    headstart.train(hymenoptera, out=out, quiet=True)
+    return headstart.load(out)
+
+
+@pytest.fixture(scope="module")
+def val(hymenoptera) -> list[Path]:
+    return sorted((hymenoptera / "val").rglob("*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def expected(model, val) -> np.ndarray:
+    """`headstart predict`'s probabilities, in the labels' order."""
+    return np.array([[p.probabilities[c] for c in model.classes] for p in model.predict(val)])
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("exports")
+    return {fmt: model.export(fmt, folder) for fmt in ("onnx", "onnx-crops", "onnx-int8")}
+
+
+def compare(got: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
+    return float(np.mean(got.argmax(1) == expected.argmax(1))), float(np.abs(got - expected).max())
+
+
+USER_SCRIPT = """
+import json, sys
+import numpy as np, onnxruntime
+from PIL import Image, ImageOps
+
+session = onnxruntime.InferenceSession(sys.argv[1])
+meta = json.loads(session.get_modelmeta().custom_metadata_map["headstart"])
+rows = []
+for path in sys.argv[2:]:
+    pixels = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+    rows.append(session.run(None, {"pixels": pixels[None]})[0][0].tolist())
+print(json.dumps({"labels": meta["labels"], "rows": rows, "headstart": "headstart" in sys.modules}))
+"""
+
+
+def test_onnx_run_by_onnxruntime_alone_on_pillow_decodes_gives_predicts_answers(exported, val, expected, model):
+    """A user's script: the file, onnxruntime and Pillow, no crop code, no headstart in the process."""
+    proc = subprocess.run(
+        [sys.executable, "-c", USER_SCRIPT, str(exported["onnx"].path), *map(str, val)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout)
+    assert answer["labels"] == model.classes and answer["headstart"] is False
+    agreement, worst = compare(np.array(answer["rows"]), expected)
+    assert agreement >= AGREEMENT and worst <= TOLERANCE, (agreement, worst)
+
+
+@pytest.mark.parametrize("runtime", ONNX_RUNTIMES, ids=lambda r: r.name)
+def test_onnx_agrees_in_each_runtime_on_its_own_image_decoding(exported, val, expected, runtime):
+    assert runtime.available()  # installed by `make test`: never skipped
+    run = runtime.run(exported["onnx"].path)
+    agreement, worst = compare(np.stack([run(p) for p in val]), expected)
+    assert agreement >= AGREEMENT and worst <= TOLERANCE, (runtime.name, agreement, worst)
+    stored = exported["onnx"].verification["runtimes"][runtime.name]  # what the export measured, in its sidecar
+    assert stored["images"] == len(val) and stored["top1_agreement"] >= AGREEMENT
+
+
+def test_the_crops_export_follows_its_recipe(exported, val, expected, model):
+    """The fixed-crop file, fed crops a user makes from the recipe in its metadata, with Pillow."""
+    import onnxruntime
+    from PIL import Image, ImageOps
+
+    path = exported["onnx-crops"].path
+    session = onnxruntime.InferenceSession(str(path))
+    meta = json.loads(session.get_modelmeta().custom_metadata_map["headstart"])
+    assert "box=(left, top, left + side, top + side)" in meta["input"]["recipe"]
+    size, short = meta["preprocessing"]["image_size"], meta["preprocessing"]["resize_short"]
+    rows = []
+    for p in val:
+        image = ImageOps.exif_transpose(Image.open(p)).convert("RGB")
+        w, h = image.size
+        side = min(w, h) * size / short
+        left, top = (w - side) / 2, (h - side) / 2
+        crop = image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
+        rows.append(session.run(None, {"images": np.asarray(crop)[None]})[0][0])
+    agreement, worst = compare(np.stack(rows), expected)
+    assert agreement >= AGREEMENT and worst <= TOLERANCE, (agreement, worst)
+
+
+def test_int8_loads_in_every_runtime_with_fp32_probabilities(exported, val):
+    """QDQ int8: standard operators (every runtime loads it) and a float head (no 1/256 steps, no ties)."""
+    import onnx
+
+    graph = onnx.load(str(exported["onnx-int8"].path)).graph
+    assert {n.domain for n in graph.node} <= {"", "ai.onnx"}  # no com.microsoft operators
+    assert any(n.op_type == "QuantizeLinear" for n in graph.node)
+    results = exported["onnx-int8"].verification["runtimes"]
+    assert set(results) == {r.name for r in ONNX_RUNTIMES}
+    for name, result in results.items():
+        assert "error" not in result, (name, result)
+        assert result["images"] == len(val) and result["ties"] == 0
+        assert result["top1_agreement"] >= 0.9, (name, result)  # measured, reported; not yet 98% (see README)
