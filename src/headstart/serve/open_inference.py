@@ -105,13 +105,10 @@ def open_inference_routes(served: Served, guarded: dict, unauthorised: tuple[int
         if model != served.name or version != VERSION:
             raise ApiError(404, f"no model {model!r} version {version!r}; this server serves {served.name!r}")
 
-    def model_metadata() -> ModelMetadata:
-        return metadata()
-
     def model_ready() -> dict:
         return {"name": served.name, "ready": served.ready}
 
-    def metadata() -> ModelMetadata:
+    def model_metadata() -> ModelMetadata:
         return ModelMetadata(
             name=served.name,
             versions=[VERSION],
@@ -138,9 +135,11 @@ def open_inference_routes(served: Served, guarded: dict, unauthorised: tuple[int
     def ready():
         return JSONResponse({"ready": served.ready}, status_code=200 if served.ready else 503)
 
+    def tensors(ts: list[TensorMetadata]) -> list[dict]:  # as Triton's model configuration lists them
+        return [{"name": t.name, "data_type": f"TYPE_{t.datatype}", "dims": t.shape} for t in ts]
+
     def model_config() -> dict:
-        meta = metadata()
-        tensors = lambda ts: [{"name": t.name, "data_type": f"TYPE_{t.datatype}", "dims": t.shape} for t in ts]  # noqa: E731
+        meta = model_metadata()
         return {
             "name": served.name,
             "platform": "headstart",

@@ -43,6 +43,7 @@ def write_onnx(job: ExportJob) -> None:
 
 
 def onnx_load(path: Path):
+    """An ONNX file as a ModelProto (onnx imported only when an export runs)."""
     import onnx
 
     return onnx.load(str(path))
