@@ -222,7 +222,7 @@ def test_tritonclient_checks_health_reads_metadata_and_infers_predicts_probabili
     def key() -> dict:  # a fresh dict each call: tritonclient adds its binary-length header to the one it is given
         return dict(API_KEY)
 
-    client = triton.InferenceServerClient(server.removeprefix("http://"))
+    client = triton.InferenceServerClient(f"127.0.0.1:{httpx.URL(server).port}")  # the loopback server
     assert client.is_server_live() and client.is_server_ready()
     assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
     assert client.is_model_ready("model", headers=key())
