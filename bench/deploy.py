@@ -44,7 +44,7 @@ def main() -> None:
             path = clf.export(name, Path(tmp)).path
             for runtime in (r for r in fmt.runtimes if r.available()):
                 try:
-                    run = runtime.run(path)
+                    run = runtime.run(path, clf.preprocessing)
                     run(images[0])  # warm up
                     rows, times = [], []
                     for image in images:

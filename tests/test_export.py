@@ -1,6 +1,5 @@
 """Every export format agrees with the PyTorch model on real images; labels travel with it."""
 
-import importlib.util
 import json
 import sys
 
@@ -53,17 +52,22 @@ def test_torch_export_program_agrees(clf, tmp_path):
     check_fp32(clf.export("torch-export", tmp_path / "m.pt2"), clf)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("litert_torch") is None, reason="TFLite converter not installed (make tflite)"
-)
 @pytest.mark.parametrize("fmt", ["tflite", "tflite-int8"])
-def test_tflite_agrees_and_carries_labels(clf, tmp_path, fmt):
+def test_tflite_agrees_and_carries_labels_and_its_real_tensor_names(clf, tmp_path, fmt):
+    from ai_edge_litert.interpreter import Interpreter  # installed by `make test`: never skipped
+
     result = clf.export(fmt, tmp_path / f"m.{fmt}")
     if fmt == "tflite":
         check_fp32(result, clf)
     else:
         assert result.verification["top1_agreement"] >= 0.9
     assert (tmp_path / f"m.{fmt}.labels.txt").read_text().split() == clf.classes
+    sidecar = json.loads(result.path.with_name(result.path.name + ".json").read_text())
+    interpreter = Interpreter(model_path=str(result.path))
+    (given,), (output,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert sidecar["input"]["name"] == given["name"] and sidecar["input"]["shape"] == given["shape"].tolist()
+    assert sidecar["output"]["name"] == output["name"] and sidecar["output"]["shape"] == [1, len(clf.classes)]
+    assert interpreter.get_signature_list()["serving_default"] == {"inputs": ["images"], "outputs": ["probabilities"]}
 
 
 def test_tflite_without_converter_says_how_to_install(clf, tmp_path, monkeypatch):

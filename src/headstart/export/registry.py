@@ -24,9 +24,11 @@ if TYPE_CHECKING:
 
     from ..inference.model import Model
     from ..inference.predictor import Predictor
+    from ..preprocessing import Preprocessing
 
 Runner = Callable[[Path], Callable[["np.ndarray"], "np.ndarray"]]  # file -> (uint8 crops -> probabilities)
-ImageRunner = Callable[[Path], Callable[[Path], "np.ndarray"]]  # file -> (an image file -> probabilities)
+# (file, the model's preprocessing) -> (an image file -> probabilities): a runtime as its users feed it
+ImageRunner = Callable[[Path, "Preprocessing"], Callable[[Path], "np.ndarray"]]
 PIXELS, CROPS = "pixels", "crops"  # what an exported graph takes: whole decoded images, or crops made already
 
 
@@ -40,6 +42,7 @@ class ExportJob:
     model: Model
     format: ExportFormat
     calibration: list[Path] = field(default_factory=list)
+    tensors: dict[str, dict] = field(default_factory=dict)  # the file's own "input"/"output" names and shapes
 
     def metadata(self) -> dict:
         """What travels with the exported file (inside it, or in its JSON sidecar): labels,
@@ -63,6 +66,9 @@ class ExportJob:
                 "recipe": crop_recipe(model.preprocessing.image_size, model.preprocessing.resize_short),
             }
             batch = "N"
+        output = {"name": "probabilities", "shape": [batch, len(model.classes)]}
+        given |= self.tensors.get("input", {})
+        output |= self.tensors.get("output", {})
         return {
             "format": self.format.name,
             "labels": model.classes,
@@ -70,7 +76,7 @@ class ExportJob:
             "preprocessing": model.preprocessing.to_dict(),
             "test_time_augmentation": model.tta,  # already inside the graph: run it on the plain crop
             "input": given,
-            "output": {"name": "probabilities", "shape": [batch, len(model.classes)]},
+            "output": output,
         }
 
 
@@ -92,7 +98,8 @@ class Runtime:
     Attributes:
         name: what it is called in tables ("OpenVINO").
         decoder: how it decodes images ("OpenCV imread, BGR -> RGB").
-        run: the file in that runtime, as a function of an image file's path.
+        run: the file in that runtime, as a function of an image file's path (given the model's
+            preprocessing, for a runtime whose users crop, or pass a region, themselves).
         requires: modules it needs; a runtime not installed is left out of the verification.
     """
 
@@ -124,9 +131,9 @@ class ExportFormat:
         calibrates: the writer quantises and needs training images (`job.calibration`).
         input: what the written file takes: "pixels" (one decoded image of any size; the graph
             crops it) or "crops" (made already, as the metadata's recipe says).
-        runtimes: for a "pixels" file, the runtimes it is verified in on whole images, each
-            decoding them its own way (those installed); the first decides, for an exact format,
-            whether the file is kept.
+        runtimes: the runtimes it is verified in on whole image files, each decoding and cropping
+            them as its users do (those installed); for an exact "pixels" file the first (its own
+            crop) decides whether the file is kept, the others are measured and stored.
         requires: modules the writer and runner need; when one is missing the format is listed as
             not installed, and exporting says `install`.
         install: how to install them.

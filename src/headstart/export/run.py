@@ -23,7 +23,7 @@ from ..inference.model import Model
 from ..inference.pipeline import load_crops
 from ..inference.runtime import run_batched
 from ..preprocessing import Preprocessing
-from .registry import EXPORT_FORMATS, ExportJob, Runtime
+from .registry import EXPORT_FORMATS, PIXELS, ExportJob, Runtime
 
 if TYPE_CHECKING:
     from torch import nn
@@ -120,12 +120,15 @@ def export(
             got = run_batched(form.runner(staged), crops)
             verification = comparison(expected, got, np.array(labels)[ok], images.split)
             if form.runtimes:
-                verification["runtimes"] = verify_in_runtimes(expected, form.runtimes, staged, [paths[i] for i in ok])
+                readable = [paths[i] for i in ok]
+                verification["runtimes"] = verify_in_runtimes(
+                    expected, form.runtimes, staged, readable, model.preprocessing
+                )
             progress.advance()
         if form.exact and (verification["top1_agreement"] < 1.0 or verification["max_abs_diff"] > FP32_TOLERANCE):
             raise HeadstartError(f"{fmt} export disagrees with the PyTorch model ({verification}); nothing was written")
         first = next(iter(verification.get("runtimes", {}).values()), None)  # the format's own runtime
-        if form.exact and first is not None and not agrees_on_pixels(first):
+        if form.exact and form.input == PIXELS and first is not None and not agrees_on_pixels(first):
             raise HeadstartError(f"{fmt} export's own crop disagrees with headstart's ({first}); nothing was written")
         sidecar = job.metadata() | {"verification": verification}
         (staging / f"{target.name}.json").write_text(json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n", "utf-8")
@@ -152,14 +155,16 @@ def pytorch_answers(net: nn.Module, crops: np.ndarray) -> np.ndarray:
         return run_batched(lambda b: net(torch.from_numpy(b)).numpy(), crops)
 
 
-def verify_in_runtimes(expected: np.ndarray, runtimes: Sequence[Runtime], path: Path, images: list[Path]) -> dict:
+def verify_in_runtimes(
+    expected: np.ndarray, runtimes: Sequence[Runtime], path: Path, images: list[Path], preprocessing: Preprocessing
+) -> dict:
     """The file on whole images in each installed runtime, as users run it (each runtime's own image
     decoding, the file's own crop), against `expected` (PyTorch on headstart's crops of `images`);
     a runtime that can't load or run the file is recorded with its error."""
     results = {}
     for runtime in (r for r in runtimes if r.available()):
         try:
-            run = runtime.run(path)
+            run = runtime.run(path, preprocessing)
             got = np.stack([run(image) for image in images])
         except Exception as e:  # a runtime's own exception types: it refuses the file or an operator
             reason = " ".join(str(e).split())[:300]  # runtimes raise multi-line reports

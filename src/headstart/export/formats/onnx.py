@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from ...inference.exported import ExportedModel
+    from ...preprocessing import Preprocessing
 
 
 def write_onnx_crops(job: ExportJob, target: Path | None = None) -> None:
@@ -148,7 +149,7 @@ def run_onnx(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     return lambda batch: session.run(None, {"images": batch})[0]
 
 
-def in_onnxruntime(path: Path) -> Callable[[Path], np.ndarray]:
+def in_onnxruntime(path: Path, _preprocessing: Preprocessing) -> Callable[[Path], np.ndarray]:
     """The whole file in onnxruntime, each image decoded by Pillow as a user would (EXIF orientation
     applied, RGB, full size)."""
     import numpy as np
@@ -177,7 +178,7 @@ def opencv_rgb(image: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def in_openvino(path: Path) -> Callable[[Path], np.ndarray]:
+def in_openvino(path: Path, _preprocessing: Preprocessing) -> Callable[[Path], np.ndarray]:
     """The whole file in OpenVINO on the CPU in f32 (its default on CPUs with bf16, as here, is bf16:
     about 0.03 in probability), images decoded by OpenCV."""
     import openvino
@@ -186,7 +187,7 @@ def in_openvino(path: Path) -> Callable[[Path], np.ndarray]:
     return lambda image: model(opencv_rgb(image)[None])[0][0]
 
 
-def in_opencv(path: Path) -> Callable[[Path], np.ndarray]:
+def in_opencv(path: Path, _preprocessing: Preprocessing) -> Callable[[Path], np.ndarray]:
     """The whole file in OpenCV's DNN module, images decoded by OpenCV."""
     import cv2
 
