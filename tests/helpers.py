@@ -16,3 +16,16 @@ def make_image(path: Path, colour=(200, 30, 30), size=(64, 48), mode="RGB", fmt=
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format=fmt)
     return path
+
+
+def write_y4m(images: list[Path], path: Path, size=(320, 240), fps: int = 10, repeat: int = 3) -> Path:
+    """A raw 4:2:0 video (what Chromium's fake camera plays) of `images`, each held `repeat` frames."""
+    w, h = size
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for p in images:
+            y, cb, cr = Image.open(p).convert("RGB").resize(size).convert("YCbCr").split()
+            planes = y.tobytes() + cb.resize((w // 2, h // 2)).tobytes() + cr.resize((w // 2, h // 2)).tobytes()
+            for _ in range(repeat):
+                f.write(b"FRAME\n" + planes)
+    return path

@@ -4,8 +4,13 @@ process without headstart, OpenVINO, OpenCV's DNN, LiteRT, MediaPipe Tasks), on 
 `headstart predict`."""
 
 import json
+import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +18,8 @@ import pytest
 
 import headstart
 from headstart.export.formats.onnx import ONNX_RUNTIMES
+
+from .helpers import write_y4m
 
 AGREEMENT, TOLERANCE = 0.995, 0.02  # float formats: top-1 agreement and max |Δp| against predict
 
@@ -175,3 +182,103 @@ def test_int8_loads_in_every_runtime_with_fp32_probabilities(exported, val):
         assert "error" not in result, (name, result)
         assert result["images"] == len(val) and result["ties"] == 0
         assert result["top1_agreement"] >= 0.9, (name, result)  # measured, reported; not yet 98% (see README)
+
+
+@pytest.fixture(scope="module")
+def site(model, tmp_path_factory):
+    return model.export("web", tmp_path_factory.mktemp("web") / "site")
+
+
+@pytest.fixture(scope="module")
+def served(site):
+    """The folder served as a user would serve it: Python's own static server, on loopback."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(site.path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url + "index.html", timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_web_export_is_verified_in_chromium(site, val):
+    stored = site.verification["runtimes"]["onnxruntime-web in Chromium"]
+    assert stored["images"] == len(val)
+    assert stored["top1_agreement"] >= AGREEMENT and stored["max_abs_diff"] <= TOLERANCE, stored
+
+
+def test_web_page_classifies_dropped_photos_and_camera_frames_offline(site, served, val, expected, model, tmp_path):
+    """The page as a user meets it, in Chromium with a fake camera: photos chosen in its file input
+    are decoded by the browser and agree with `headstart predict`; camera frames are classified with
+    the same model (onnxruntime in Python gives the same probabilities on the frame's pixels); every
+    request stays on the page's own origin."""
+    import onnxruntime
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is needed (make test installs it)"
+    clip = write_y4m(val[:2], tmp_path / "camera.y4m")
+    requests = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+                f"--use-file-for-fake-video-capture={clip}",
+                "--disable-background-networking",
+                "--disable-component-update",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1000, "height": 900})
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(served + "index.html")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Ready')")
+        assert page.title() == f"{', '.join(model.classes)}: image classifier"
+
+        page.locator("#files").set_input_files([str(p) for p in val])
+        page.wait_for_function(f"window.headstart.files.length === {len(val)}", timeout=120_000)
+        files = page.evaluate("window.headstart.files")
+        assert [f["name"] for f in files] == [p.name for p in val]
+        agreement, worst = compare(np.array([f["probabilities"] for f in files]), expected)
+        assert agreement >= AGREEMENT and worst <= TOLERANCE, (agreement, worst)
+        assert page.locator("#results tbody tr").count() == len(val)
+        assert page.locator("#label").text_content() == f"{files[-1]['label']} ({max(files[-1]['probabilities']):.1%})"
+        shoot(page, tmp_path, "files")
+
+        page.get_by_role("button", name="Start camera").click()
+        page.wait_for_function("window.headstart.lastFrame !== null", timeout=60_000)
+        frame = page.evaluate(
+            "(() => { const f = window.headstart.lastFrame; "
+            "return {width: f.width, height: f.height, rgb: Array.from(f.rgb), probabilities: f.probabilities}; })()"
+        )
+        shoot(page, tmp_path, "camera")
+        browser.close()
+    pixels = np.array(frame["rgb"], np.uint8).reshape(1, frame["height"], frame["width"], 3)
+    session = onnxruntime.InferenceSession(str(site.path / "model.onnx"))
+    np.testing.assert_allclose(frame["probabilities"], session.run(None, {"pixels": pixels})[0][0], atol=1e-4)
+    elsewhere = [url for url in requests if not url.removeprefix("blob:").startswith(served)]
+    assert requests and not elsewhere, elsewhere
+
+
+def shoot(page, tmp_path: Path, name: str) -> None:
+    folder = Path(os.environ.get("HEADSTART_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"web-export-{name}.png"), full_page=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -103,5 +103,5 @@ def test_mismatched_onnx_is_refused(clf, tmp_path):
 
 
 def test_unknown_format_lists_the_choices(clf):
-    with pytest.raises(HeadstartError, match="onnx, onnx-crops, onnx-int8, tflite, tflite-int8, torch-export"):
+    with pytest.raises(HeadstartError, match="onnx, onnx-crops, onnx-int8, tflite, tflite-int8, torch-export, web"):
         clf.export("coreml")

@@ -220,4 +220,4 @@ def test_the_order_of_formats_does_not_depend_on_which_module_was_imported_first
         "print(','.join(EXPORT_FORMATS))"
     )
     shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip()
-    assert shown == "onnx,onnx-crops,onnx-int8,tflite,tflite-int8,torch-export"
+    assert shown == "onnx,onnx-crops,onnx-int8,tflite,tflite-int8,torch-export,web"

@@ -197,7 +197,7 @@ class Classifier(Model):
 
         Args:
             format: a registered format (`headstart export --help` lists them: onnx, onnx-int8,
-                tflite, tflite-int8, torch-export, and any added with `register_export_format`).
+                tflite, tflite-int8, torch-export, web, and any added with `register_export_format`).
             path: the file to write (default: model<suffix> in the current folder).
             overwrite: replace an existing file.
             data: the training folder, if it moved (verification and int8 calibration use its images).

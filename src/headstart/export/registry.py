@@ -10,6 +10,7 @@ verifies it) and optionally a loader (the file back as a `Predictor`). Built-in 
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,18 +100,23 @@ class Runtime:
         name: what it is called in tables ("OpenVINO").
         decoder: how it decodes images ("OpenCV imread, BGR -> RGB").
         run: the file in that runtime, as a function of an image file's path (given the model's
-            preprocessing, for a runtime whose users crop, or pass a region, themselves).
+            preprocessing, for a runtime whose users crop, or pass a region, themselves); if that
+            function has a `close()`, it is called when the verification is done.
         requires: modules it needs; a runtime not installed is left out of the verification.
+        programs: programs it needs on PATH (a browser).
     """
 
     name: str
     decoder: str
     run: ImageRunner
     requires: tuple[str, ...] = ()
+    programs: tuple[str, ...] = ()
 
     def available(self) -> bool:
         """Whether the runtime is installed."""
-        return all(importlib.util.find_spec(module) is not None for module in self.requires)
+        return all(importlib.util.find_spec(module) is not None for module in self.requires) and all(
+            shutil.which(program) for program in self.programs
+        )
 
 
 @dataclass(frozen=True)

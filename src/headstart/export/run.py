@@ -133,8 +133,11 @@ def export(
         sidecar = job.metadata() | {"verification": verification}
         (staging / f"{target.name}.json").write_text(json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n", "utf-8")
         for item in staging.iterdir():
-            os.chmod(item, default_mode())
-            os.replace(item, target.parent / item.name)
+            os.chmod(item, default_mode(directory=item.is_dir()))
+            destination = target.parent / item.name
+            if item.is_dir() and destination.is_dir() and not destination.is_symlink():
+                shutil.rmtree(destination)  # a folder export (web) replaced, as --force asked
+            os.replace(item, destination)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(target, fmt, verification)
@@ -163,6 +166,7 @@ def verify_in_runtimes(
     a runtime that can't load or run the file is recorded with its error."""
     results = {}
     for runtime in (r for r in runtimes if r.available()):
+        run = None
         try:
             run = runtime.run(path, preprocessing)
             got = np.stack([run(image) for image in images])
@@ -170,6 +174,8 @@ def verify_in_runtimes(
             reason = " ".join(str(e).split())[:300]  # runtimes raise multi-line reports
             results[runtime.name] = {"decoder": runtime.decoder, "error": f"{type(e).__name__}: {reason}"}
             continue
+        finally:
+            getattr(run, "close", lambda: None)()  # a browser, a server
         results[runtime.name] = {
             "decoder": runtime.decoder,
             "images": len(images),

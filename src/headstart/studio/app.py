@@ -139,6 +139,16 @@ def review(project: Project, clf, limit: int = 48) -> dict:
     return {"checked": len(paths), "folds": FOLDS, "images": images}
 
 
+
+def zip_response(files: list[Path], root: Path, name: str) -> Response:
+    """`files` as one zip download named `name`, their paths inside it relative to `root`."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in files:
+            archive.write(file, str(file.relative_to(root)))
+    headers = {"content-disposition": f'attachment; filename="{name}"'}
+    return Response(buf.getvalue(), media_type="application/zip", headers=headers)
+
 def create_app(project_dir: str | Path) -> FastAPI:
     """The studio's app on a project folder: its API under /api, the page at /."""
     project = Project(project_dir)
@@ -348,21 +358,19 @@ def create_app(project_dir: str | Path) -> FastAPI:
     def bundle_zip() -> Response:
         """The bundle folder as one archive: unzip it and `headstart.load` the folder."""
         latest()
-        folder, buf = cache["path"], io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
-            for name in ("model.json", "model.safetensors"):
-                archive.write(folder / name, f"{folder.name}/{name}")
-        headers = {"content-disposition": f'attachment; filename="{folder.name}.zip"'}
-        return Response(buf.getvalue(), media_type="application/zip", headers=headers)
+        folder = cache["path"]
+        return zip_response([folder / "model.json", folder / "model.safetensors"], folder.parent, f"{folder.name}.zip")
 
     @app.get("/api/download/{file}")
-    def download(file: str) -> FileResponse:
+    def download(file: str) -> Response:
         """A file of the latest model's bundle: an export, or the bundle's own files."""
         latest()
         allowed = {str(f.default_path()) for f in EXPORT_FORMATS.values()} | {"model.json", "model.safetensors"}
         path = cache["path"] / file
-        if file not in allowed or not path.is_file():
+        if file not in allowed or not (path.is_file() or path.is_dir()):
             raise ApiError(404, f"no {file!r} for this model")
+        if path.is_dir():  # a folder export (the web page): one archive of it
+            return zip_response(sorted(path.iterdir()), cache["path"], f"{cache['path'].name}-{file}.zip")
         return FileResponse(path, filename=f"{cache['path'].name}-{file}")
 
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="static")
