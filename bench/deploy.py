@@ -22,7 +22,7 @@ import numpy as np
 import headstart
 from headstart.export import EXPORT_FORMATS
 
-FORMATS = ("onnx", "onnx-int8")
+FORMATS = ("onnx", "onnx-int8", "tflite", "tflite-int8", "web")
 
 
 def main() -> None:
@@ -37,12 +37,13 @@ def main() -> None:
     images, split = held.paths, held.split
     expected = np.array([[p.probabilities[c] for c in clf.classes] for p in clf.predict(images)])
     print(f"{args.data}: {len(images)} held-out images ({split}), {os.cpu_count()} CPUs; reference: headstart predict")
-    print(f"{'format':<10} {'runtime':<16} {'decoder':<32} {'top-1':>7} {'max Δp':>9} {'ties':>5} {'ms/img':>7}")
+    print(f"{'format':<12} {'runtime':<28} {'decoder':<40} {'top-1':>7} {'max Δp':>9} {'ties':>5} {'ms/img':>7}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in FORMATS:
             fmt = EXPORT_FORMATS[name]
             path = clf.export(name, Path(tmp)).path
             for runtime in (r for r in fmt.runtimes if r.available()):
+                run = None
                 try:
                     run = runtime.run(path, clf.preprocessing)
                     run(images[0])  # warm up
@@ -52,14 +53,16 @@ def main() -> None:
                         rows.append(run(image))
                         times.append(time.perf_counter() - start)
                 except Exception as e:  # a runtime that refuses the file is a row of the table too
-                    print(f"{name:<10} {runtime.name:<16} {runtime.decoder:<32} can't run it: {type(e).__name__}")
+                    print(f"{name:<12} {runtime.name:<28} {runtime.decoder:<40} can't run it: {type(e).__name__}")
                     continue
+                finally:
+                    getattr(run, "close", lambda: None)()
                 got = np.stack(rows)
                 agree = np.mean(got.argmax(1) == expected.argmax(1))
                 ordered = np.sort(got, 1)
                 ties = int(np.sum(ordered[:, -1] == ordered[:, -2]))
                 print(
-                    f"{name:<10} {runtime.name:<16} {runtime.decoder:<32} {agree:7.1%} "
+                    f"{name:<12} {runtime.name:<28} {runtime.decoder:<40} {agree:7.1%} "
                     f"{np.abs(got - expected).max():9.2e} {ties:5d} {np.median(times) * 1e3:7.1f}"
                 )
 

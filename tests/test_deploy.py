@@ -178,10 +178,12 @@ def test_int8_loads_in_every_runtime_with_fp32_probabilities(exported, val):
     assert any(n.op_type == "QuantizeLinear" for n in graph.node)
     results = exported["onnx-int8"].verification["runtimes"]
     assert set(results) == {r.name for r in ONNX_RUNTIMES}
+    # Measured: onnxruntime 98.7%, OpenCV DNN 99.3%, OpenVINO 95.4% (its own int8 kernels; README).
+    floors = {"onnxruntime": 0.98, "OpenCV DNN": 0.98, "OpenVINO (f32)": 0.93}
     for name, result in results.items():
         assert "error" not in result, (name, result)
         assert result["images"] == len(val) and result["ties"] == 0
-        assert result["top1_agreement"] >= 0.9, (name, result)  # measured, reported; not yet 98% (see README)
+        assert result["top1_agreement"] >= floors[name], (name, result)
 
 
 @pytest.fixture(scope="module")

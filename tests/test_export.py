@@ -2,6 +2,7 @@
 
 import json
 import sys
+import zipfile
 
 import numpy as np
 import onnx
@@ -62,12 +63,29 @@ def test_tflite_agrees_and_carries_labels_and_its_real_tensor_names(clf, tmp_pat
     else:
         assert result.verification["top1_agreement"] >= 0.9
     assert (tmp_path / f"m.{fmt}.labels.txt").read_text().split() == clf.classes
+    with zipfile.ZipFile(result.path) as packed:  # MediaPipe's metadata packs the label file inside
+        assert packed.read("labels.txt").decode().split() == clf.classes
+    metadata = tflite_metadata(result.path.read_bytes())
+    assert metadata.MinParserVersion() == b"1.0.0"  # what headstart computes for the writer's missing module
+    assert b"box=(left, top, left + side, top + side)" in metadata.Description()  # the crop's recipe
     sidecar = json.loads(result.path.with_name(result.path.name + ".json").read_text())
     interpreter = Interpreter(model_path=str(result.path))
     (given,), (output,) = interpreter.get_input_details(), interpreter.get_output_details()
     assert sidecar["input"]["name"] == given["name"] and sidecar["input"]["shape"] == given["shape"].tolist()
     assert sidecar["output"]["name"] == output["name"] and sidecar["output"]["shape"] == [1, len(clf.classes)]
     assert interpreter.get_signature_list()["serving_default"] == {"inputs": ["images"], "outputs": ["probabilities"]}
+
+
+def tflite_metadata(data: bytes):
+    """The TFLite file's MediaPipe metadata table, read with MediaPipe's generated schema."""
+    from mediapipe.tasks.metadata import metadata_schema_py_generated as metadata_schema
+    from mediapipe.tasks.metadata import schema_py_generated as tflite_schema
+
+    model = tflite_schema.Model.GetRootAsModel(data, 0)
+    entries = [model.Metadata(i) for i in range(model.MetadataLength())]
+    (entry,) = [e for e in entries if e.Name() == b"TFLITE_METADATA"]
+    buffer = model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+    return metadata_schema.ModelMetadata.GetRootAsModelMetadata(buffer, 0)
 
 
 def test_tflite_without_converter_says_how_to_install(clf, tmp_path, monkeypatch):

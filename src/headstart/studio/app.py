@@ -139,7 +139,6 @@ def review(project: Project, clf, limit: int = 48) -> dict:
     return {"checked": len(paths), "folds": FOLDS, "images": images}
 
 
-
 def zip_response(files: list[Path], root: Path, name: str) -> Response:
     """`files` as one zip download named `name`, their paths inside it relative to `root`."""
     buf = io.BytesIO()
@@ -148,6 +147,7 @@ def zip_response(files: list[Path], root: Path, name: str) -> Response:
             archive.write(file, str(file.relative_to(root)))
     headers = {"content-disposition": f'attachment; filename="{name}"'}
     return Response(buf.getvalue(), media_type="application/zip", headers=headers)
+
 
 def create_app(project_dir: str | Path) -> FastAPI:
     """The studio's app on a project folder: its API under /api, the page at /."""

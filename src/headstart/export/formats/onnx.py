@@ -86,6 +86,7 @@ def write_onnx_int8(job: ExportJob) -> None:
     """The crop network quantised to int8 (calibrated on `job.calibration`), the crop in front in fp32."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
+        CalibrationMethod,
         QuantFormat,
         QuantType,
         quant_pre_process,
@@ -93,14 +94,13 @@ def write_onnx_int8(job: ExportJob) -> None:
     )
 
     from ...inference.pipeline import load_crops
-    from ...inference.runtime import BATCH_SIZE
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32, prepared, quantised = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         write_onnx_crops(job, fp32)
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         crops, _ = load_crops(job.calibration, job.model.preprocessing)
-        batches = [crops[i : i + BATCH_SIZE] for i in range(0, len(crops), BATCH_SIZE)]
+        batches = [crops[i : i + 1] for i in range(len(crops))]  # the percentile calibrator needs equal batches
 
         class Reader(CalibrationDataReader):
             def __init__(self):
@@ -113,7 +113,9 @@ def write_onnx_int8(job: ExportJob) -> None:
         # QDQ (standard QuantizeLinear/DequantizeLinear around each op): OpenVINO and OpenCV load it,
         # where com.microsoft's QLinear operators (QOperator) fail or run wrong. Only the convolutions
         # and what follows them are quantised; pooling, head and softmax stay fp32 (no probabilities
-        # in 1/256 steps, no exact ties). Per-channel int8 weights, uint8 activations.
+        # in 1/256 steps, no exact ties). Per-channel int8 weights, uint8 activations whose ranges
+        # clip the top 0.01% of calibration values: on hymenoptera's val crops, agreement with fp32
+        # was 94.1% with min-max ranges, 100% with these (98.7% at 99.999% or 99.9%).
         with contextlib.redirect_stdout(io.StringIO()), _quiet_logging():
             quantize_static(
                 str(prepared),
@@ -124,6 +126,8 @@ def write_onnx_int8(job: ExportJob) -> None:
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.Percentile,
+                extra_options={"CalibPercentile": 99.99},
             )
         save_with_metadata(with_crop_in_front(onnx_load(quantised), job), job, job.target)
 

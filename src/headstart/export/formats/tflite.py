@@ -153,37 +153,45 @@ def in_litert(path: Path, preprocessing: Preprocessing) -> Callable[[Path], np.n
     return lambda image: run(recipe_crop(image, preprocessing)[None])[0]
 
 
-def in_mediapipe(path: Path, preprocessing: Preprocessing) -> Callable[[Path], np.ndarray]:
-    """The file in MediaPipe Tasks' `ImageClassifier`, which decodes the image itself and resizes
-    the region of interest it is given, here headstart's crop box (`Preprocessing.crop_box`)."""
-    import numpy as np
-    from mediapipe import Image
-    from mediapipe.tasks.python.components.containers.rect import RectF
-    from mediapipe.tasks.python.core.base_options import BaseOptions
-    from mediapipe.tasks.python.vision import ImageClassifier, ImageClassifierOptions
-    from mediapipe.tasks.python.vision.core.image_processing_options import ImageProcessingOptions
+class InMediaPipe:
+    """The file in MediaPipe Tasks' `ImageClassifier`, which decodes each image itself and resizes
+    the region of interest it is given, here headstart's crop box (`Preprocessing.crop_box`);
+    `close()` ends the classifier."""
 
-    options = ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)), max_results=-1)
-    with native_output_silenced():
-        classifier = ImageClassifier.create_from_options(options)
+    def __init__(self, path: Path, preprocessing: Preprocessing):
+        from mediapipe.tasks.python.core.base_options import BaseOptions
+        from mediapipe.tasks.python.vision import ImageClassifier, ImageClassifierOptions
 
-    def run(image: Path) -> np.ndarray:
+        self.preprocessing = preprocessing
+        options = ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)), max_results=-1)
+        with native_output_silenced():
+            self.classifier = ImageClassifier.create_from_options(options)
+
+    def __call__(self, image: Path) -> np.ndarray:
+        import numpy as np
+        from mediapipe import Image
+        from mediapipe.tasks.python.components.containers.rect import RectF
+        from mediapipe.tasks.python.vision.core.image_processing_options import ImageProcessingOptions
+
         frame = Image.create_from_file(str(image))
         width, height = frame.width, frame.height
-        left, top, side = preprocessing.crop_box(width, height)
+        left, top, side = self.preprocessing.crop_box(width, height)
         region = RectF(left=left / width, top=top / height, right=(left + side) / width, bottom=(top + side) / height)
-        result = classifier.classify(frame, ImageProcessingOptions(region_of_interest=region))
-        scores = np.zeros(len(result.classifications[0].categories), np.float32)
-        for category in result.classifications[0].categories:
+        categories = self.classifier.classify(frame, ImageProcessingOptions(region_of_interest=region))
+        categories = categories.classifications[0].categories
+        scores = np.zeros(len(categories), np.float32)
+        for category in categories:
             scores[category.index] = category.score
         return scores
 
-    return run
+    def close(self) -> None:
+        """End the classifier (its graph's threads)."""
+        self.classifier.close()
 
 
 TFLITE_RUNTIMES = (
     Runtime("LiteRT", "Pillow, cropped by the recipe", in_litert, ("ai_edge_litert",)),
-    Runtime("MediaPipe ImageClassifier", "its own decoder; region = the crop box", in_mediapipe, ("mediapipe",)),
+    Runtime("MediaPipe ImageClassifier", "its own decoder; region = the crop box", InMediaPipe, ("mediapipe",)),
 )
 
 

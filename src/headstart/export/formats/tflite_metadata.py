@@ -60,6 +60,25 @@ def _provide_missing_module() -> None:
         sys.modules[_MISSING] = module
 
 
+def inline_buffers(model: bytes) -> bytes:
+    """`model` with every weight buffer inside the flatbuffer. ai-edge-quantizer writes them after
+    it (offset and size fields), which the metadata writer, rebuilding the flatbuffer, would drop."""
+    import flatbuffers
+    import numpy as np
+    from mediapipe.tasks.metadata import schema_py_generated as schema
+
+    tree = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model, 0))
+    external = [b for b in tree.buffers or [] if b.offset > 1]
+    if not external:
+        return model
+    for buffer in external:
+        buffer.data = np.frombuffer(model, np.uint8, buffer.size, buffer.offset)
+        buffer.offset = buffer.size = 0
+    builder = flatbuffers.Builder(len(model) + 1024)
+    builder.Finish(tree.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 def with_image_classifier_metadata(model: bytes, labels: list[str], description: str) -> bytes:
     """`model` (uint8 NHWC in, probabilities out) with MediaPipe's image-classifier metadata:
     the labels as the output's label file, and mean 0 / std 1 on the input (MediaPipe gives a uint8
@@ -67,8 +86,9 @@ def with_image_classifier_metadata(model: bytes, labels: list[str], description:
     _provide_missing_module()
     from mediapipe.tasks.python.metadata.metadata_writers import metadata_writer
 
-    writer = metadata_writer.MetadataWriter(bytearray(model))  # what image_classifier.MetadataWriter.create does,
-    writer.add_general_info("ImageClassifier", description)  # with headstart's description (the crop)
+    # What image_classifier.MetadataWriter.create does, with headstart's description (the crop).
+    writer = metadata_writer.MetadataWriter(bytearray(inline_buffers(model)))
+    writer.add_general_info("ImageClassifier", description)
     writer.add_image_input([0.0], [1.0])
     writer.add_classification_output(metadata_writer.Labels().add(labels))
     with contextlib.redirect_stderr(io.StringIO()), _quiet_absl():
