@@ -252,7 +252,7 @@ def test_the_readme_tables_follow_the_registries():
     )
     assert result.returncode == 0, result.stderr  # the backbones table is generated from the registry
     readme = (ROOT / "README.md").read_text("utf-8")
-    formats = readme.split("| format | how |")[1].split("\n\n")[0]
+    formats = readme.split("| format | file |")[1].split("\n\n")[0]
     assert {line.split("`")[1] for line in formats.splitlines() if line.startswith("| `")} == set(EXPORT_FORMATS)
     report = readme.split("| file | what |")[1].split("\n\n")[0]
     listed = {name.removesuffix(".png") for name in re.findall(r"`([a-z_]+\.png)`", report)}

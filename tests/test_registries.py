@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,12 @@ class ToyExported(Predictor):
 
 def write_toy(job: ExportJob) -> None:
     export_onnx(job.net, job.target, job.model.preprocessing.image_size, output_name="probabilities")
+
+
+def write_toy_folder(job: ExportJob) -> None:
+    job.target.mkdir()
+    write_toy(ExportJob(job.net, job.target / "m.onnx", job.model, job.format))
+    (job.target / "notes.txt").write_text("a folder export\n")
 
 
 def draw_histogram(probabilities: np.ndarray) -> bytes:
@@ -190,6 +197,15 @@ def test_the_studio_offers_all_three(project):
             client.get("/api/download/model.toy").content[:4]
             == (Project(project).models()[0] / "model.toy").read_bytes()[:4]
         )
+        # A format whose export is a folder (as the web page is) downloads as one zip of it.
+        run = lambda folder: onnx_runner(folder / "m.onnx")  # noqa: E731
+        folder_format = ExportFormat("toyfolder", ".toyfolder", "Toy folder", "onnxruntime", write_toy_folder, run)
+        with EXPORT_FORMATS.registered(folder_format):
+            assert client.post("/api/export/toyfolder").json()["file"] == "model.toyfolder"
+            download = client.get("/api/download/model.toyfolder")
+            names = zipfile.ZipFile(io.BytesIO(download.content)).namelist()
+            assert download.headers["content-type"] == "application/zip"
+            assert sorted(names) == ["model.toyfolder/m.onnx", "model.toyfolder/notes.txt"]
         settings = options["settings"]["properties"]
         assert settings["epochs"]["minimum"] == 1 and settings["augment"]["enum"] == ["none", "light", "strong"]
         refused = client.post("/api/train", json={"epochs": 0})
