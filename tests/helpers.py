@@ -1,5 +1,6 @@
 """Test data made in code."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,3 +30,22 @@ def write_y4m(images: list[Path], path: Path, size=(320, 240), fps: int = 10, re
             for _ in range(repeat):
                 f.write(b"FRAME\n" + planes)
     return path
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def browser_with_camera(playwright, clip: Path):
+    assert Path(CHROMIUM).exists(), "Debian's chromium is needed (make test installs it: apt-get install chromium)"
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=[
+            "--no-sandbox",
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={clip}",
+            "--disable-background-networking",
+            "--disable-component-update",
+        ],
+    )

@@ -5,7 +5,6 @@ process without headstart, OpenVINO, OpenCV's DNN, LiteRT, MediaPipe Tasks), on 
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 import headstart
 from headstart.export.formats.onnx import ONNX_RUNTIMES
 
-from .helpers import write_y4m
+from .helpers import browser_with_camera, write_y4m
 
 AGREEMENT, TOLERANCE = 0.995, 0.02  # float formats: top-1 agreement and max |Δp| against predict
 
@@ -226,23 +225,10 @@ def test_web_page_classifies_dropped_photos_and_camera_frames_offline(site, serv
     import onnxruntime
     from playwright.sync_api import sync_playwright
 
-    chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is needed (make test installs it)"
     clip = write_y4m(val[:2], tmp_path / "camera.y4m")
     requests = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--use-fake-device-for-media-stream",
-                "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-video-capture={clip}",
-                "--disable-background-networking",
-                "--disable-component-update",
-            ],
-        )
+        browser = browser_with_camera(playwright, clip)
         page = browser.new_page(viewport={"width": 1000, "height": 900})
         page.on("request", lambda request: requests.append(request.url))
         page.goto(served + "index.html")

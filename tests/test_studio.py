@@ -20,9 +20,7 @@ from PIL import Image
 import headstart
 from headstart.studio.project import Project
 
-from .helpers import write_y4m
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from .helpers import browser_with_camera, write_y4m
 
 
 def free_port() -> int:
@@ -58,22 +56,6 @@ def shoot(page, name: str, full_page: bool = True) -> None:
     if folder := os.environ.get("HEADSTART_SCREENSHOTS"):
         Path(folder).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(folder) / f"studio-{name}.png"), full_page=full_page)
-
-
-def browser_with_camera(playwright, clip: Path):
-    assert Path(CHROMIUM).exists(), "Debian's chromium is needed (make test installs it: apt-get install chromium)"
-    return playwright.chromium.launch(
-        executable_path=CHROMIUM,
-        headless=True,
-        args=[
-            "--no-sandbox",
-            "--use-fake-device-for-media-stream",
-            "--use-fake-ui-for-media-stream",
-            f"--use-file-for-fake-video-capture={clip}",
-            "--disable-background-networking",
-            "--disable-component-update",
-        ],
-    )
 
 
 def record(page, cls: str, files: list[Path], keyboard: bool = False) -> None:

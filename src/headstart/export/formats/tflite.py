@@ -10,10 +10,7 @@ answers close to headstart, not equal (its resampling is not Pillow's); that is 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
-import sys
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -22,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..registry import ExportFormat, ExportJob, Runtime, crop_recipe, register_export_format
+from ._quiet import native_output_silenced
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,28 +30,6 @@ INSTALL = (
     "pip install 'litert-torch==0.10.0' 'ai-edge-litert==2.3.0' 'ai-edge-quantizer==0.10.0' 'mediapipe==1.2.2' "
     "'pydantic==2.11.10'"
 )
-
-
-@contextlib.contextmanager
-def native_output_silenced():
-    """The converter, LiteRT and MediaPipe log from C++ straight to file descriptors 1 and 2 (absl,
-    XNNPACK); inside this, those lines go nowhere instead of onto the user's terminal."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, devnull):
-            os.close(fd)
 
 
 def tflite_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import sys
 import types
+
+from ._quiet import logger_quieted
 
 # mediapipe >= 0.10.30 wheels (1.2.2 and 1.2.3 included) import a compiled module they no longer
 # ship, `_pywrap_metadata_version`, from the writer; its one function gives the oldest metadata
@@ -91,18 +92,7 @@ def with_image_classifier_metadata(model: bytes, labels: list[str], description:
     writer.add_general_info("ImageClassifier", description)
     writer.add_image_input([0.0], [1.0])
     writer.add_classification_output(metadata_writer.Labels().add(labels))
-    with contextlib.redirect_stderr(io.StringIO()), _quiet_absl():
+    with contextlib.redirect_stderr(io.StringIO()), logger_quieted("absl"):
         written, _ = writer.populate()
     del writer  # its __del__ removes its temporary folder; at interpreter exit it would fail noisily
     return bytes(written)
-
-
-@contextlib.contextmanager
-def _quiet_absl():
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
