@@ -270,3 +270,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_a_web_export_that_cannot_be_checked_in_the_browser_is_not_written(model, tmp_path, monkeypatch):
+    from headstart.errors import HeadstartError
+    from headstart.export.formats import web
+
+    monkeypatch.setattr(web, "chromium", lambda: str(tmp_path / "no-such-chromium"))
+    with pytest.raises(HeadstartError, match=r"web export can't be checked in onnxruntime-web in Chromium \(.+\)"):
+        model.export("web", tmp_path / "site")
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left behind

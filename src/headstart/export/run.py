@@ -127,8 +127,11 @@ def export(
             progress.advance()
         if form.exact and (verification["top1_agreement"] < 1.0 or verification["max_abs_diff"] > FP32_TOLERANCE):
             raise HeadstartError(f"{fmt} export disagrees with the PyTorch model ({verification}); nothing was written")
-        first = next(iter(verification.get("runtimes", {}).values()), None)  # the format's own runtime
+        # A whole-image file's first runtime is its own (the crop in onnxruntime, the page in Chromium).
+        name, first = next(iter(verification.get("runtimes", {}).items()), (None, None))
         if form.exact and form.input == PIXELS and first is not None and not agrees_on_pixels(first):
+            if "error" in first:
+                raise HeadstartError(f"{fmt} export can't be checked in {name} ({first['error']}); nothing was written")
             raise HeadstartError(f"{fmt} export's own crop disagrees with headstart's ({first}); nothing was written")
         sidecar = job.metadata() | {"verification": verification}
         (staging / f"{target.name}.json").write_text(json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n", "utf-8")
