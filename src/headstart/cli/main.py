@@ -172,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=EXPORT_FORMATS.names(),
         help="one or more formats (default onnx)",
     )
-    p.add_argument("--out", "-o", metavar="PATH", help="output file (one format); default model.<format suffix> here")
+    p.add_argument(
+        "--out", "-o", metavar="PATH", help="output file, or folder for web (one format); default model.<suffix> here"
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.add_argument(
         "--data", metavar="DIR", help="the training folder, if it moved (for verification and int8 calibration)"

@@ -174,13 +174,13 @@ TFLITE_RUNTIMES = (
 NEEDS = ("litert_torch", "ai_edge_litert", "mediapipe")
 register_export_format(
     ExportFormat(
-        "tflite", ".tflite", "TFLite", "LiteRT (TensorFlow Lite)", write_tflite, tflite_runner,
-        runtimes=TFLITE_RUNTIMES, requires=NEEDS, install=INSTALL,
+        "tflite", ".tflite", "TFLite", "LiteRT (TensorFlow Lite), MediaPipe Tasks (labels inside)", write_tflite,
+        tflite_runner, runtimes=TFLITE_RUNTIMES, requires=NEEDS, install=INSTALL,
     )
 )  # fmt: skip
 register_export_format(
     ExportFormat(
-        "tflite-int8", ".int8.tflite", "int8 TFLite", "LiteRT, dynamic-range int8 weights",
+        "tflite-int8", ".int8.tflite", "int8 TFLite", "LiteRT, MediaPipe Tasks; dynamic-range int8 weights",
         partial(write_tflite, quantize=True), tflite_runner,
         exact=False, runtimes=TFLITE_RUNTIMES, requires=(*NEEDS, "ai_edge_quantizer"), install=INSTALL,
     )

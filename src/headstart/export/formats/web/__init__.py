@@ -131,7 +131,7 @@ CHROMIUM = Runtime(
 )
 register_export_format(
     ExportFormat(
-        "web", ".web", "Web page", "any browser: onnxruntime-web (WASM), offline", write_web, run_web,
+        "web", ".web", "Web page", "a folder for any browser: onnxruntime-web (WASM), offline", write_web, run_web,
         input=PIXELS, runtimes=(CHROMIUM,),
     )
 )  # fmt: skip
