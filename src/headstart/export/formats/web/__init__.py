@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import functools
 import http.server
+import json
 import shutil
 import threading
 from collections.abc import Callable
@@ -33,8 +34,6 @@ MODEL = "model.onnx"
 
 def write_web(job: ExportJob) -> None:
     """The folder: the page, the whole-image ONNX model, its metadata, onnxruntime-web's files."""
-    import json
-
     from .onnxruntime_web import FILES, runtime_files
 
     runtime = runtime_files()  # first: a missing runtime fails before anything is written
