@@ -211,6 +211,13 @@ def served(site):
     proc.wait(timeout=10)
 
 
+def test_a_web_export_given_again_is_that_folder_not_a_folder_to_write_into(site, model):
+    from headstart.errors import HeadstartError
+
+    with pytest.raises(HeadstartError, match=f"{site.path}: already exists; pass --force"):
+        model.export("web", site.path)
+
+
 def test_web_export_is_verified_in_chromium(site, val):
     stored = site.verification["runtimes"]["onnxruntime-web in Chromium"]
     assert stored["images"] == len(val)

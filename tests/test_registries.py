@@ -202,6 +202,8 @@ def test_the_studio_offers_all_three(project):
         folder_format = ExportFormat("toyfolder", ".toyfolder", "Toy folder", "onnxruntime", write_toy_folder, run)
         with EXPORT_FORMATS.registered(folder_format):
             assert client.post("/api/export/toyfolder").json()["file"] == "model.toyfolder"
+            # Again: the earlier folder is replaced, not written into.
+            assert client.post("/api/export/toyfolder").json()["file"] == "model.toyfolder"
             download = client.get("/api/download/model.toyfolder")
             names = zipfile.ZipFile(io.BytesIO(download.content)).namelist()
             assert download.headers["content-type"] == "application/zip"

@@ -98,7 +98,7 @@ def export(
     form = EXPORT_FORMATS.lookup(fmt)
     form.check_available()
     target = Path(path) if path else form.default_path()
-    if target.is_dir():
+    if target.is_dir() and not is_export_of(target, form.name):  # a folder to put it in, not an earlier export
         target = target / form.default_path()
     if target.exists() and not overwrite:
         raise HeadstartError(f"{target}: already exists; pass --force to overwrite it")
@@ -144,6 +144,15 @@ def export(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(target, fmt, verification)
+
+
+def is_export_of(path: Path, fmt: str) -> bool:
+    """Whether `path` is an earlier export in `fmt` (its `<name>.json` sidecar says so): a folder
+    export (web) given again is that export, replaced with --force, not a folder to write into."""
+    try:
+        return json.loads(path.with_name(path.name + ".json").read_text("utf-8")).get("format") == fmt
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def agrees_on_pixels(result: dict) -> bool:
