@@ -116,8 +116,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-c
 
 
 def chromium() -> str | None:
-    """Debian's (or any) chromium on PATH."""
-    return shutil.which("chromium") or shutil.which("chromium-browser")
+    """Debian's (or any) chromium on PATH: the program `CHROMIUM` requires."""
+    return shutil.which("chromium")
 
 
 def in_chromium(folder: Path, _preprocessing: Preprocessing) -> InChromium:
