@@ -129,10 +129,25 @@ def in_litert(path: Path, preprocessing: Preprocessing) -> Callable[[Path], np.n
     return lambda image: run(recipe_crop(image, preprocessing)[None])[0]
 
 
+def mediapipe_region(preprocessing: Preprocessing, width: int, height: int) -> tuple[float, float, float, float]:
+    """The region of interest (left, top, right, bottom, fractions of the frame) that makes MediaPipe
+    sample headstart's crop box where Pillow does.
+
+    MediaPipe's ImageToTensor maps the region's corner onto the first sample (output pixel i reads
+    the source at left + i * step), where Pillow reads pixel centres (left + (i + 0.5) * step - 0.5):
+    the region is moved by half a step less half a pixel, which on hymenoptera's val photos turns
+    98.7% top-1 agreement into 99.3%.
+    """
+    left, top, side = preprocessing.crop_box(width, height)
+    shift = 0.5 * (side / preprocessing.image_size - 1)
+    left, top = left + shift, top + shift
+    return left / width, top / height, (left + side) / width, (top + side) / height
+
+
 class InMediaPipe:
     """The file in MediaPipe Tasks' `ImageClassifier`, which decodes each image itself and resizes
-    the region of interest it is given, here headstart's crop box (`Preprocessing.crop_box`);
-    `close()` ends the classifier."""
+    the region of interest it is given, here headstart's crop box (`mediapipe_region`); `close()`
+    ends the classifier."""
 
     def __init__(self, path: Path, preprocessing: Preprocessing):
         from mediapipe.tasks.python.core.base_options import BaseOptions
@@ -150,9 +165,8 @@ class InMediaPipe:
         from mediapipe.tasks.python.vision.core.image_processing_options import ImageProcessingOptions
 
         frame = Image.create_from_file(str(image))
-        width, height = frame.width, frame.height
-        left, top, side = self.preprocessing.crop_box(width, height)
-        region = RectF(left=left / width, top=top / height, right=(left + side) / width, bottom=(top + side) / height)
+        left, top, right, bottom = mediapipe_region(self.preprocessing, frame.width, frame.height)
+        region = RectF(left=left, top=top, right=right, bottom=bottom)
         categories = self.classifier.classify(frame, ImageProcessingOptions(region_of_interest=region))
         categories = categories.classifications[0].categories
         scores = np.zeros(len(categories), np.float32)
