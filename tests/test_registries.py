@@ -180,7 +180,7 @@ def test_the_studio_offers_all_three(project):
 
     from headstart.studio.app import create_app
 
-    with TestClient(create_app(project)) as client:
+    with TestClient(create_app(project), base_url="http://localhost") as client:
         options = client.get("/api/options").json()
         toy = next(b for b in options["backbones"] if b["name"] == "toy_backbone")
         assert toy["installed"] and toy["num_blocks"] == 2 and toy["image_size"] == 32

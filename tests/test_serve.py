@@ -20,6 +20,7 @@ from PIL import Image
 import headstart
 from headstart.serve.app import create_app
 from headstart.serve.batcher import GreedyBatcher
+from headstart.web.hosts import host_name, names_for_bind
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def client(bundle):
     app = create_app(
         headstart.load(bundle), name="ants-bees", max_images=8, max_image_bytes=2 << 20, max_body_bytes=4 << 20
     )
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         yield c
 
 
@@ -62,7 +63,7 @@ def test_health_and_model_metadata(client):
 def test_same_probabilities_as_headstart_predict(bundle, images, model_file):
     predictor = headstart.load(bundle.parent / model_file)
     expected = predictor.predict(images)
-    with TestClient(create_app(predictor)) as c:
+    with TestClient(create_app(predictor), base_url="http://localhost") as c:
         multipart = c.post("/v1/predict", files=files(*images[:6]), params={"top_k": 2}).json()["predictions"]
         b64 = [{"name": p.name, "data": base64.b64encode(p.read_bytes()).decode()} for p in images[6:12]]
         as_json = c.post("/v1/predict/base64", json={"images": b64}).json()["predictions"]
@@ -125,7 +126,7 @@ def test_bad_input_is_a_4xx_with_a_reason_never_a_500(client, images):
 
 
 def test_api_key_guards_everything_but_health(bundle, images):
-    with TestClient(create_app(headstart.load(bundle), api_key="s3cret")) as c:
+    with TestClient(create_app(headstart.load(bundle), api_key="s3cret"), base_url="http://localhost") as c:
         assert c.get("/v1/health/live").status_code == 200
         assert c.get("/v1/model").status_code == 401
         assert c.post("/v1/predict", files=files(images[0]), headers={"X-API-Key": "wrong"}).status_code == 401
@@ -188,6 +189,27 @@ def server(bundle):
         proc.terminate()
         proc.wait(timeout=30)
     assert "Traceback" not in proc.stderr.read()
+
+
+def test_a_host_that_is_not_this_server_is_refused_before_anything_else(server, bundle):
+    """DNS rebinding: a page on evil.example that re-points its name at 127.0.0.1 sends `Host:
+    evil.example`. The CLI's server answers only to the names it is bound to (plus --allow-host)."""
+    rebound = httpx.get(f"{server}/v1/model", headers=API_KEY | {"host": "evil.example"})
+    assert rebound.status_code == 400 and "evil.example" in rebound.json()["error"]
+    assert "--allow-host" in rebound.json()["error"]
+    assert httpx.get(f"{server}/v1/model", headers=API_KEY).status_code == 200  # its own name: answered
+    names = names_for_bind("127.0.0.1", ["models.lan"])
+    with TestClient(create_app(headstart.load(bundle), allowed_hosts=names), base_url="http://models.lan:8000") as c:
+        assert c.get("/v1/health/live").status_code == 200
+        assert c.get("/v1/health/live", headers={"host": "models.lan.evil.example"}).status_code == 400
+        assert c.get("/v1/health/live", headers={"host": "[::1]:8000"}).status_code == 200
+
+
+def test_host_names_are_read_without_their_port():
+    assert host_name("LocalHost:8000") == "localhost" and host_name("[::1]:80") == "::1"
+    assert host_name("127.0.0.1") == "127.0.0.1" and host_name("::1") == "::1"
+    assert "localhost" in names_for_bind("0.0.0.0") and "0.0.0.0" not in names_for_bind("0.0.0.0")
+    assert names_for_bind("127.0.0.1") == {"localhost", "127.0.0.1", "::1"}
 
 
 def images_served(base: str) -> float:
@@ -271,7 +293,9 @@ def test_schemathesis_finds_no_failure_in_the_openapi_document(server, tmp_path)
 
 
 def test_the_openapi_document_declares_refusals_auth_and_limits(bundle):
-    with TestClient(create_app(headstart.load(bundle), api_key="s3cret", max_images=8)) as c:
+    with TestClient(
+        create_app(headstart.load(bundle), api_key="s3cret", max_images=8), base_url="http://localhost"
+    ) as c:
         schema = c.get("/openapi.json").json()
         r = c.request("TRACE", "/v1/predict")
         assert r.status_code == 405 and r.headers["allow"] == "POST"

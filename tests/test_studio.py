@@ -187,6 +187,16 @@ def test_studio_end_to_end_in_chromium(studio, hymenoptera, tmp_path):
     assert headstart.load(Project(project).models()[0]).classes == ["ants", "bees"]
 
 
+def test_the_studio_answers_only_to_its_own_names(studio):
+    """`headstart studio` bound to loopback refuses a rebinding page's Host before the request does
+    anything (a class delete removes its photos from disk)."""
+    url, project = studio
+    (project / "kept").mkdir(exist_ok=True)
+    rebound = httpx.delete(url + "api/classes/kept", headers={"host": "evil.example", "origin": "http://evil.example"})
+    assert rebound.status_code == 400 and "evil.example" in rebound.json()["error"] and (project / "kept").is_dir()
+    assert httpx.delete(url + "api/classes/kept").status_code == 200 and not (project / "kept").exists()
+
+
 def test_project_keeps_requests_inside_the_folder(tmp_path):
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(headstart.HeadstartError, match="not a folder"):
@@ -206,6 +216,15 @@ def test_project_keeps_requests_inside_the_folder(tmp_path):
     saved = p.add_image("cats", "../../evil name.png", buf.getvalue())
     assert saved.error is None and (tmp_path / "proj" / "cats" / saved.name).is_file() and "/" not in saved.name
     assert p.add_image("cats", "x.jpg", b"junk").error == "not a recognised image format"
+    hidden = p.add_image("cats", ".hidden.png", buf.getvalue())  # a leading dot would hide it from training
+    assert hidden.error is None and not hidden.name.startswith(".") and hidden.name in p.images("cats")
+    (tmp_path / "proj" / "cats" / ".DS_Store.jpg").write_bytes(buf.getvalue())
+    assert ".DS_Store.jpg" not in p.images("cats")
+    with pytest.raises(headstart.HeadstartError, match="too long a class name"):
+        p.add_class("🐝" * 100)  # 100 characters, 400 bytes: more than a folder name can hold
+    with pytest.raises(headstart.HeadstartError, match="spaces alone are not a name"):
+        p.add_class("   ")
+    p.delete_image("cats", hidden.name)
     p.add_class("dogs")
     moved = p.move_image("cats", saved.name, "dogs")
     assert p.images("dogs") == [moved] and p.images("cats") == []
@@ -225,7 +244,7 @@ def test_studio_predicts_what_headstart_predict_does(small_hymenoptera, tmp_path
     headstart.train(project, out=model_dir, hidden=(8,))
     images = sorted(project.rglob("*.jpg"))[:6]
     expected = headstart.load(model_dir).predict(images)
-    with TestClient(create_app(project)) as client:
+    with TestClient(create_app(project), base_url="http://localhost") as client:
         for path, e in zip(images, expected):
             got = client.post("/api/predict", files={"file": (path.name, path.read_bytes())}).json()
             assert got["label"] == e.label
@@ -235,3 +254,16 @@ def test_studio_predicts_what_headstart_predict_does(small_hymenoptera, tmp_path
         assert client.post("/api/classes", json={"name": "../escape"}).status_code == 400
         evil = client.post("/api/classes", json={"name": "x"}, headers={"origin": "http://127.0.0.1:1"})
         assert evil.status_code == 403 and not (project / "x").exists()
+        # DNS rebinding: same origin as far as the browser knows, but the Host is not the studio's.
+        rebound = {"origin": "http://evil.example", "host": "evil.example"}
+        refused = client.post("/api/classes", json={"name": "x"}, headers=rebound)
+        assert refused.status_code == 400 and "evil.example" in refused.json()["error"] and not (project / "x").exists()
+        assert client.delete("/api/classes/ants", headers=rebound).status_code == 400 and (project / "ants").is_dir()
+        # Names the API refuses are refused in a sentence, never a 500 or FastAPI's raw list.
+        for name, status, words in [
+            ("🐝" * 100, 400, "too long a class name"),
+            ("   ", 400, "spaces alone are not a name"),
+            ("", 422, "name: string should have at least 1 character"),
+        ]:
+            answer = client.post("/api/classes", json={"name": name})
+            assert answer.status_code == status and words in answer.json()["error"], answer.text

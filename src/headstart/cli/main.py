@@ -186,12 +186,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default %(default)s: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="default %(default)s")
     p.add_argument("--api-key", help="require this key in an X-API-Key header (default: $HEADSTART_API_KEY, else none)")
+    p.add_argument(
+        "--allow-host", action="append", default=[], metavar="NAME",
+        help="answer requests for this Host name too (repeatable; * for any); default: loopback names, "
+        "the bound address, and for 0.0.0.0 this machine's name and addresses",
+    )  # fmt: skip
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("studio", help="a local web app: collect images (webcam, files), train, look, try, export")
     p.add_argument("project", nargs="?", default=".", help="project folder, <class>/<images> (default: here)")
     p.add_argument("--host", default="127.0.0.1", help="default %(default)s: this machine only")
     p.add_argument("--port", type=int, default=8500, help="default %(default)s")
+    p.add_argument(
+        "--allow-host", action="append", default=[], metavar="NAME",
+        help="answer requests for this Host name too (repeatable; * for any); default: loopback names, "
+        "the bound address, and for 0.0.0.0 this machine's name and addresses",
+    )  # fmt: skip
     p.add_argument("--no-browser", action="store_true", help="do not open a browser window")
     p.set_defaults(func=cmd_studio)
 

@@ -17,10 +17,12 @@ def cmd_serve(args) -> int:
 
     from ..classifier import load
     from ..serve.app import create_app
+    from ..web.hosts import names_for_bind
 
     predictor = load(args.model, weights=args.weights, engine=args.engine)
     api_key = args.api_key or os.environ.get("HEADSTART_API_KEY")
-    app = create_app(predictor, name=Path(args.model).name, api_key=api_key)
+    hosts = names_for_bind(args.host, args.allow_host)
+    app = create_app(predictor, name=Path(args.model).name, api_key=api_key, allowed_hosts=hosts)
     err.print(f"serving {args.model} on http://{args.host}:{args.port} (API: /openapi.json)", markup=False)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
@@ -31,8 +33,9 @@ def cmd_studio(args) -> int:
     import uvicorn
 
     from ..studio.app import create_app
+    from ..web.hosts import names_for_bind
 
-    app = create_app(args.project)
+    app = create_app(args.project, allowed_hosts=names_for_bind(args.host, args.allow_host))
     url = f"http://{args.host}:{args.port}/"
     err.print(f"headstart studio on {url} (project: {Path(args.project).absolute()}); Ctrl-C to stop", markup=False)
     if not args.no_browser:

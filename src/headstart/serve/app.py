@@ -20,6 +20,7 @@ import base64
 import binascii
 import hmac
 import time
+from collections.abc import Collection
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -34,7 +35,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..inference.predictor import Predictor
 from ..version import __version__
-from ..web.errors import ApiError
+from ..web.errors import ApiError, validation_message
+from ..web.hosts import LOOPBACK_NAMES, AllowedHosts
 from ..web.schemas import ImagePrediction
 from ..web.uploads import MAX_IMAGE_BYTES
 from .batcher import GreedyBatcher
@@ -79,10 +81,12 @@ def create_app(
     max_images: int = MAX_IMAGES,
     max_image_bytes: int = MAX_IMAGE_BYTES,
     max_body_bytes: int = MAX_BODY_BYTES,
+    allowed_hosts: Collection[str] = LOOPBACK_NAMES,
 ) -> FastAPI:
     """The FastAPI app serving `predictor` (anything `headstart.load` returns): at most
     `max_images` per request of at most `max_image_bytes` each and `max_body_bytes` in all;
-    `api_key` guards all but health."""
+    `api_key` guards all but health; only requests whose Host is one of `allowed_hosts` are answered
+    (`web.hosts`: DNS rebinding)."""
     metrics = Metrics()
     served = Served(predictor, name, metrics, max_images, max_image_bytes)
 
@@ -125,7 +129,7 @@ def create_app(
             metrics.errors.labels(reason="413").inc()
             return JSONResponse({"error": f"{count} images in one request; the limit is {max_images}"}, 413)
         metrics.errors.labels(reason="422").inc()
-        return JSONResponse({"error": f"{'.'.join(loc)}: {first.get('msg', 'invalid')}"}, status_code=422)
+        return JSONResponse({"error": validation_message(e.errors())}, status_code=422)
 
     @app.exception_handler(Exception)
     async def failed(request: Request, e: Exception):  # a bug, not the client's fault: say so, stay up
@@ -134,6 +138,7 @@ def create_app(
 
     app.add_middleware(Observe, metrics=metrics)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(AllowedHosts, names=allowed_hosts)  # added last: it runs first
 
     # Declared as security schemes (the OpenAPI document says how to authenticate); checked by hand,
     # so that a missing key is our one-line 401 with WWW-Authenticate, not FastAPI's 403.

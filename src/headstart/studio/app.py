@@ -12,12 +12,14 @@ import io
 import json
 import threading
 import zipfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
 import numpy as np
 from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -25,7 +27,8 @@ from pydantic import BaseModel, Field
 from ..errors import HeadstartError
 from ..events import EventBus
 from ..export import EXPORT_FORMATS
-from ..web.errors import ApiError
+from ..web.errors import ApiError, validation_message
+from ..web.hosts import LOOPBACK_NAMES, AllowedHosts
 from ..web.schemas import ImagePrediction
 from ..web.uploads import MAX_IMAGE_BYTES, prepare_crop
 from .options import TrainSettings, page_options
@@ -149,13 +152,15 @@ def zip_response(files: list[Path], root: Path, name: str) -> Response:
     return Response(buf.getvalue(), media_type="application/zip", headers=headers)
 
 
-def create_app(project_dir: str | Path) -> FastAPI:
-    """The studio's app on a project folder: its API under /api, the page at /."""
+def create_app(project_dir: str | Path, allowed_hosts: Collection[str] = LOOPBACK_NAMES) -> FastAPI:
+    """The studio's app on a project folder: its API under /api, the page at /; only requests whose
+    Host is one of `allowed_hosts` are answered (`web.hosts`: DNS rebinding)."""
     project = Project(project_dir)
     trainer = Trainer(project)
     cache: dict = {}  # the loaded latest model and its evaluation, by bundle path
 
     app = FastAPI(title="headstart studio", docs_url=None, redoc_url=None)
+    app.add_middleware(AllowedHosts, names=allowed_hosts)
 
     @app.middleware("http")
     async def same_origin(request: Request, call_next):
@@ -174,6 +179,10 @@ def create_app(project_dir: str | Path) -> FastAPI:
     @app.exception_handler(HeadstartError)
     async def user_error(request: Request, e: HeadstartError):
         return JSONResponse({"error": str(e)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError):  # a sentence the page shows, not FastAPI's list
+        return JSONResponse({"error": validation_message(e.errors())}, status_code=422)
 
     def latest():
         models = project.models()

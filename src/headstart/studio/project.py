@@ -17,6 +17,7 @@ from ..errors import HeadstartError
 from ..fsutil import atomic_write_bytes, settle_all
 
 CLASS_NAME = re.compile(r"^[^/\\\x00-\x1f.][^/\\\x00-\x1f]{0,99}$")  # no separators, not hidden, ≤ 100
+NAME_BYTES = 255  # a file name's limit on every common file system (ext4, APFS, NTFS in UTF-16 units)
 
 
 @dataclass
@@ -43,8 +44,15 @@ class Project:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def _class_dir(self, name: str, must_exist: bool = True) -> Path:
+        if not name.strip():
+            raise HeadstartError("a class needs a name: type one (spaces alone are not a name)")
         if not CLASS_NAME.match(name) or name.strip() != name:
-            raise HeadstartError(f"{name!r}: not a usable class name (no slashes, not starting with a dot)")
+            raise HeadstartError(
+                f"{name!r}: not a usable class name (at most 100 characters, no slashes, "
+                "not starting with a dot or a space)"
+            )
+        if len(name.encode()) > NAME_BYTES:  # 100 emoji are 400 bytes: the folder could not be made
+            raise HeadstartError(f"{name[:20]!r}...: too long a class name for a folder; use fewer characters")
         path = self.root / name
         if must_exist and not path.is_dir():
             raise HeadstartError(f"no class {name!r}")
@@ -70,8 +78,9 @@ class Project:
 
     # -- images
     def images(self, name: str) -> list[str]:
-        """The image files of a class, sorted."""
-        return sorted(p.name for p in self._class_dir(name).iterdir() if p.is_file() and is_image_path(p))
+        """The image files of a class, sorted; hidden ones are not the class's (training skips them too)."""
+        folder = self._class_dir(name)
+        return sorted(p.name for p in folder.iterdir() if p.is_file() and is_image_path(p) and p.name[0] != ".")
 
     def image_path(self, name: str, file: str) -> Path:
         """The path of one image of a class; a name that would leave the folder is refused."""
@@ -87,7 +96,8 @@ class Project:
             decode(data, min_size=16)
         except ImageDecodeError as e:
             return Saved(filename, str(e))
-        stem = re.sub(r"[^\w.-]+", "_", Path(filename).stem)[:60] or "image"
+        # Not hidden (a leading dot would hide it from listings and training), not over 60 characters.
+        stem = re.sub(r"[^\w.-]+", "_", Path(filename).stem).lstrip(".")[:60] or "image"
         suffix = Path(filename).suffix.lower() if is_image_path(Path(filename)) else ".jpg"
         target = folder / f"{stem}{suffix}"
         n = 1
