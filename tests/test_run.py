@@ -111,3 +111,23 @@ def test_cancelling_the_lbfgs_head_stops_the_run(small_hymenoptera, tmp_path):
     with pytest.raises(Cancelled):
         run.run()
     assert "train_head" not in run.done and not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("augment", ["none", "light"])
+def test_a_class_deleted_while_the_run_trains_stops_it_with_a_sentence(small_hymenoptera, tmp_path, augment):
+    """The head trains on features read at the start; fine-tuning reads the images again. With a
+    class gone by then it used to pair the crops left with the wrong labels (a batch-size error)."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(small_hymenoptera, data)
+
+    def delete_bees(event):
+        if event.stage == "train_head" and event.kind == "start":
+            for split in ("train", "val"):
+                shutil.rmtree(data / split / "bees")
+
+    hp = HParams(**FINE_TUNE | {"augment": augment})
+    with pytest.raises(headstart.HeadstartError, match="bees.* gone or unreadable since this run started"):
+        TrainingRun(data, hp, out=tmp_path / "m", on_event=delete_bees, quiet=True).run()
+    assert not (tmp_path / "m" / "model.json").exists()

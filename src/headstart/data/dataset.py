@@ -114,6 +114,19 @@ class Dataset:
             )
 
 
+def require_unchanged(paths: list[Path], ok: list[int]) -> None:
+    """Stop with a sentence when images a run read at its start are gone or unreadable now (a class
+    deleted or images moved while it ran): reading on would pair images with the wrong labels."""
+    if len(ok) == len(paths):
+        return
+    missing = sorted(set(range(len(paths))) - set(ok))
+    more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+    raise HeadstartError(
+        f"{paths[missing[0]]}{more}: gone or unreadable since this run started (deleted or moved while it "
+        "ran?); the run stopped: train again on the images there now"
+    )
+
+
 def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and os.path.isdir(p))
 

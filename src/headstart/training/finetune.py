@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..data.augment import Augmentation, rng_for
+from ..data.dataset import require_unchanged
 from ..distributed.ddp import Ranks
 from ..errors import HeadstartError
 from ..evaluation.record import History
@@ -204,9 +205,7 @@ class FineTuneStage:
 
     def lower_rows(self, paths: list) -> torch.Tensor:
         """The lower blocks' activations of `paths`' plain crops; shared out between DDP ranks."""
-        acts = self.ranks.gather_rows(
-            lambda rows: self.lower(load_crops([paths[i] for i in rows], self.preprocessing)[0]), len(paths)
-        )
+        acts = self.ranks.gather_rows(lambda rows: self.lower(self.crops([paths[i] for i in rows])), len(paths))
         return acts.contiguous(memory_format=torch.channels_last) if self.channels_last else acts
 
     def activations(self, epoch: int) -> torch.Tensor:
@@ -217,7 +216,13 @@ class FineTuneStage:
         if self.augmentation is not None:  # fresh augmented crops every epoch, seeded per (image, epoch)
             augmentation, preprocessing, seed = self.augmentation, self.preprocessing, self.hp.seed
             transform = lambda image, h: augmentation(image, preprocessing, rng_for(seed, h, 1000 + epoch))  # noqa: E731
-        return self.lower(load_crops(self.train_paths, self.preprocessing, transform)[0])
+        return self.lower(self.crops(self.train_paths, transform))
+
+    def crops(self, paths: list, transform=None) -> np.ndarray:
+        """Every one of `paths`' crops, in order: one missing would shift every label after it."""
+        crops, ok = load_crops(paths, self.preprocessing, transform)
+        require_unchanged(paths, ok)
+        return crops
 
     def start_epoch(self, epoch: int) -> None:
         """Training mode with BatchNorm frozen, and this epoch's activations."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..backbones import EnsembleSpec, get_backbone
 from ..bundle import check_target, save_model
-from ..data.dataset import Dataset, scan
+from ..data.dataset import Dataset, require_unchanged, scan
 from ..data.labelled import DataSummary
 from ..data.remote import resolve_data
 from ..distributed.ddp import join
@@ -281,6 +281,7 @@ class TrainingRun:
             self.final = self.features
         else:  # the tuned backbone sees the images differently: its own features (cached under its own key)
             self.final = DatasetFeatures.extract(model.extractor, self.dataset, self.events, self.ranks)
+            require_unchanged([s.path for s in self.dataset.samples], self.final.extraction.ok)
         with self.events.stage("calibrate", 1, description="Calibrating") as progress:
             split = self.final.by_split(self.dataset)
             if self.hp.calibrate and "val" in split:
