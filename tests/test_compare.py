@@ -7,7 +7,8 @@ import pytest
 
 import headstart
 from headstart.errors import HeadstartError
-from headstart.training.compare import Candidate, mark_pareto, mcnemar, recommend, wilson
+from headstart.evaluation.metrics import wilson
+from headstart.training.compare import Candidate, mark_pareto, mcnemar, recommend
 from tests.test_cli import headstart_cli
 
 

@@ -7,8 +7,10 @@ import pytest
 from PIL import Image, ImageEnhance
 
 import headstart
-from headstart.data.dataset import scan
-from headstart.evaluation.leakage import validation_pinned
+from headstart.data.dataset import capture_sessions, scan
+from headstart.evaluation.leakage import join_groups, validation_pinned
+from headstart.hparams import HParams
+from headstart.training.run import TrainingRun
 
 BASES_PER_CLASS, FRAMES = 6, 8
 
@@ -123,3 +125,53 @@ def test_pinned_validation_accuracy_is_recognised():
     assert validation_pinned(moving) and not validation_pinned(honest) and not validation_pinned(converged)
     path = moving | {"l2": [10.0, 3.16, 1.0, 0.316, 0.1, 0.0316]}  # L2 path: strong penalties first, not epochs
     assert not validation_pinned(path)
+
+
+def test_groups_larger_than_a_split_share_are_still_held_out(tmp_path):
+    """Four holds of 12 frames per class: each hold is more than the 5 images a 10% split wants,
+    yet every class gets one whole hold in test and one in validation (before: none held out)."""
+    for cls in ("left", "right"):
+        (tmp_path / cls).mkdir()
+        for session in range(4):
+            for frame in range(12):
+                (tmp_path / cls / f"webcam-{cls}{session}-{frame}.jpg").write_bytes(b"")
+    ds = scan(tmp_path, 0.1, 0.1, seed=3, group_by=r"^webcam-(\w+)-")
+    for split in ("test", "val"):
+        held = ds.split(split)
+        assert {ds.classes[s.label] for s in held} == {"left", "right"} and len(held) == 24, split
+    sessions = {}
+    for s in ds.samples:
+        assert sessions.setdefault(s.path.name.split("-")[1], s.split) == s.split  # a hold is never split
+
+
+def test_a_class_of_two_holds_keeps_both_for_training(tmp_path):
+    for cls in ("left", "right"):
+        (tmp_path / cls).mkdir()
+        for session in range(2):
+            for frame in range(12):
+                (tmp_path / cls / f"webcam-{cls}{session}-{frame}.jpg").write_bytes(b"")
+    ds = scan(tmp_path, 0.1, 0.1, seed=3, group_by=r"^webcam-(\w+)-")
+    assert {s.split for s in ds.samples} == {"train"}  # nothing to hold out that training could spare
+
+
+def test_join_groups_merges_groups_that_share_a_session():
+    groups = np.array([0, 1, 2, 3, 4])
+    joined = join_groups(groups, ["a", None, "b", "a", "b"])
+    assert joined[0] == joined[3] and joined[2] == joined[4] and len(set(joined)) == 3
+
+
+def test_group_by_auto_keeps_each_studio_recording_in_one_split(hymenoptera, tmp_path):
+    """Frames the studio recorded in one hold (webcam-<session>-<n>.jpg) stay together even when
+    they do not look alike (the camera moved during the hold)."""
+    project = tmp_path / "project"
+    for c, cls in enumerate(("ants", "bees")):
+        (project / cls).mkdir(parents=True)
+        for i, photo in enumerate(sorted((hymenoptera / "train" / cls).glob("*.jpg"))[:40]):
+            shutil.copy(photo, project / cls / f"webcam-{100 * c + i // 8}-{i % 8}.jpg")
+    run = TrainingRun(project, HParams(group_by="auto"), out=tmp_path / "model", quiet=True)
+    run.group()
+    split_of = {}
+    for s in run.dataset.samples:
+        session = capture_sessions([s.path])[0]
+        assert split_of.setdefault(session, s.split) == s.split, f"recording {session} spans splits"
+    assert len(split_of) == 10 and {"train", "val", "test"} <= set(split_of.values())

@@ -4,12 +4,14 @@ with fake webcams playing clips made here from hymenoptera photos; plus the proj
 Screenshots go to $HEADSTART_SCREENSHOTS when set (the README's come from `make screenshots`).
 """
 
+import io
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -21,6 +23,7 @@ import headstart
 from headstart.studio.project import Project
 
 from .helpers import browser_with_camera, write_y4m
+from .test_leakage import burst
 
 
 def free_port() -> int:
@@ -29,9 +32,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def studio(tmp_path_factory):
-    project = tmp_path_factory.mktemp("studio") / "insects"
+@contextmanager
+def studio_server(project: Path):
+    """`headstart studio PROJECT` on a free loopback port: its URL."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "headstart", "studio", str(project), "--port", str(port), "--no-browser"],
@@ -46,10 +49,17 @@ def studio(tmp_path_factory):
             break
         except httpx.TransportError:
             time.sleep(0.2)
-    yield url, project
+    yield url
     proc.terminate()
     proc.wait(timeout=30)
     assert "Traceback" not in proc.stderr.read()
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    project = tmp_path_factory.mktemp("studio") / "insects"
+    with studio_server(project) as url:
+        yield url, project
 
 
 def shoot(page, name: str, full_page: bool = True) -> None:
@@ -59,6 +69,13 @@ def shoot(page, name: str, full_page: bool = True) -> None:
 
 
 def record(page, cls: str, files: list[Path], keyboard: bool = False) -> None:
+    hold(page, cls, keyboard)
+    page.locator("#files").set_input_files([str(p) for p in files])
+    page.wait_for_function(f"document.getElementById('message').textContent.includes('added to “{cls}”')")
+
+
+def hold(page, cls: str, keyboard: bool = False) -> None:
+    """Pick `cls`, start the camera and hold the record button for 2.2 s (about eleven frames)."""
     page.get_by_role("button", name=cls, exact=True).click()
     page.get_by_role("button", name="Start camera").click()
     page.wait_for_function("document.getElementById('video').videoWidth > 0")
@@ -74,8 +91,6 @@ def record(page, cls: str, files: list[Path], keyboard: bool = False) -> None:
         page.wait_for_timeout(2200)
         page.mouse.up()
     page.wait_for_function(f"document.getElementById('message').textContent.includes('saved to “{cls}”')")
-    page.locator("#files").set_input_files([str(p) for p in files])
-    page.wait_for_function(f"document.getElementById('message').textContent.includes('added to “{cls}”')")
 
 
 def test_studio_end_to_end_in_chromium(studio, hymenoptera, tmp_path):
@@ -187,6 +202,73 @@ def test_studio_end_to_end_in_chromium(studio, hymenoptera, tmp_path):
     assert headstart.load(Project(project).models()[0]).classes == ["ants", "bees"]
 
 
+def clip_of_a_hold(photos: list[Path], path: Path, rng) -> tuple[Path, list[Image.Image]]:
+    """A fake camera's clip of one hold: each photo for eight frames, shaken a little, with sensor noise."""
+    frames = [frame for photo in photos for frame in burst(Image.open(photo), rng, 8)]
+    stills = []
+    for i, frame in enumerate(frames):
+        stills.append(path.with_name(f"{path.stem}-{i}.png"))
+        frame.save(stills[-1])
+    return write_y4m(stills, path, repeat=1), frames
+
+
+def test_webcam_holds_are_held_out_whole_and_the_accuracy_holds_on_a_clip_recorded_later(hymenoptera, alpaca, tmp_path):
+    """Five holds per class, each of three scenes. A random split put frames of one hold in train and
+    test: the leakage warning fired and the accuracy was the next frame's. Split by hold, the warning
+    stays quiet and the accuracy shown is the one a clip recorded after training gets."""
+    from playwright.sync_api import sync_playwright
+
+    rng = np.random.default_rng(0)
+    photos = {
+        "alpaca": sorted((alpaca / "alpaca").glob("*.jpg")),
+        "bees": sorted((hymenoptera / "train" / "bees").glob("*.jpg")),
+    }
+    project = tmp_path / "webcam"
+    with studio_server(project) as url, sync_playwright() as pw:
+        for cls in photos:
+            httpx.post(url + "api/classes", json={"name": cls}).raise_for_status()
+        for session in range(5):
+            for cls, files in photos.items():
+                clip, _ = clip_of_a_hold(files[3 * session : 3 * session + 3], tmp_path / f"{cls}{session}.y4m", rng)
+                browser = browser_with_camera(pw, clip)
+                page = browser.new_page(viewport={"width": 1366, "height": 768})
+                page.goto(url)
+                hold(page, cls)
+                browser.close()
+        sessions = {p.name.split("-")[1] for p in project.glob("*/webcam-*.jpg")}
+        assert len(sessions) == 10  # one name per hold, shared by its frames
+
+        browser = browser_with_camera(pw, clip)
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        page.goto(url + "#train")
+        page.get_by_role("button", name="Train", exact=True).click()
+        page.wait_for_selector("text=Done: accuracy", timeout=240_000)
+        result = page.locator("#train-result")
+        assert result.locator(".warn").count() == 0, result.inner_text()  # no leakage: no near-copy across splits
+        last = httpx.get(url + "api/train/last").json()
+        assert last["split"] == "test" and last["leakage"] is None and last["total"] >= 20
+        assert f"{last['correct']} of {last['total']} held-out test images right" in result.inner_text()
+        low, high = last["interval"]
+        assert low <= last["accuracy"] <= high and "95% interval" in result.inner_text()
+
+        # A clip recorded after training, of scenes it never saw, through the Try path.
+        right = total = 0
+        for cls, files in photos.items():
+            _, frames = clip_of_a_hold(files[40:49], tmp_path / f"later-{cls}.y4m", rng)
+            for i, frame in enumerate(frames):
+                buf = io.BytesIO()
+                frame.save(buf, "JPEG", quality=92)
+                answer = httpx.post(url + "api/predict", files={"file": (f"{i}.jpg", buf.getvalue())}, timeout=60)
+                right, total = right + (answer.json()["label"] == cls), total + 1
+        assert abs(last["accuracy"] - right / total) <= 0.05, (last, right / total)
+
+        page.reload()  # the last result survives a reload
+        page.wait_for_selector("#headline:has-text('Last model')")
+        assert f"{last['correct']} of {last['total']}" in page.locator("#headline").inner_text()
+        assert page.evaluate("document.getElementById('curves').toDataURL().length") > 5000
+        browser.close()
+
+
 def test_the_studio_answers_only_to_its_own_names(studio):
     """`headstart studio` bound to loopback refuses a rebinding page's Host before the request does
     anything (a class delete removes its photos from disk)."""
@@ -209,8 +291,6 @@ def test_project_keeps_requests_inside_the_folder(tmp_path):
     with pytest.raises(headstart.HeadstartError):
         p.image_path("cats", "../../etc/passwd")
     pixels = np.zeros((40, 40, 3), np.uint8)
-    import io
-
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, "PNG")
     saved = p.add_image("cats", "../../evil name.png", buf.getvalue())

@@ -183,8 +183,8 @@ class HParams:
     test_fraction: Share = knob(0.1, "share held out for the final test when not pre-split", DATA)
     group_by: Annotated[str, Len(1)] | None = knob(
         None,
-        "keep groups in one split: auto clusters near-duplicate images; a regex groups files by "
-        "its capture in the file name, e.g. '^[a-z]+(\\d+)-' for rock01-023.png",
+        "keep groups in one split: auto clusters near-duplicate images (and the studio's recordings); "
+        "a regex groups files by its capture in the file name, e.g. '^[a-z]+(\\d+)-' for rock01-023.png",
         DATA,
         type=str,
         metavar="auto|REGEX",

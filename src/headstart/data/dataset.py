@@ -28,6 +28,9 @@ SPLIT_ALIASES = {
     "testing": "test",
 }
 IMBALANCE_RATIO = 3.0  # largest/smallest class in train at which we warn
+# The studio names the frames of one hold of its record button webcam-<session>-<frame>.jpg: near-copies
+# of one another, they are one group wherever images are grouped ("auto").
+CAPTURE_SESSION = re.compile(r"^webcam-(\d+)-\d+\.")
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,11 @@ class Dataset:
             raise HeadstartError(
                 f"{self.root}: need at least 2 classes (one sub-folder each), found {len(self.classes)}"
             )
+
+
+def capture_sessions(paths: list[Path]) -> list[str | None]:
+    """The studio recording session of each file named by its recorder, else None."""
+    return [m.group(1) if (m := CAPTURE_SESSION.match(p.name)) else None for p in paths]
 
 
 def require_unchanged(paths: list[Path], ok: list[int]) -> None:
@@ -296,4 +304,17 @@ def _assign_groups(
                 moved[s.path] = best
             for c, k in composition.items():
                 need[best][c] -= k
+    # Groups larger than a split's share (a webcam hold of 10 frames, where 3 are wanted) fit nowhere
+    # above. As for single images, a class with three groups or more still gets one held out per split:
+    # its smallest, so that every class is measured on a capture its model never saw.
+    taken = {key for key in order if members[key][0].path in moved}
+    for name, frac in fractions.items():
+        held = {s.label for key in taken for s in members[key] if moved[s.path] == name}
+        for label in sorted(per_class.keys() - held) if frac > 0 else ():
+            left = [key for key in order if key not in taken and any(s.label == label for s in members[key])]
+            own = [key for key in left if all(s.label == label for s in members[key])]
+            if len(left) >= 3 and own:
+                key = min(own, key=lambda k: len(members[k]))
+                moved |= {s.path: name for s in members[key]}
+                taken.add(key)
     return moved

@@ -112,6 +112,22 @@ def group_near_duplicates(features: np.ndarray, threshold: float = DEFAULT_THRES
     return np.array([find(i) for i in range(len(x))])
 
 
+def join_groups(groups: np.ndarray, keys: list[str | None]) -> np.ndarray:
+    """`groups` with every two groups that hold images of one key (a capture session) made one."""
+    parent = {int(g): int(g) for g in groups}
+
+    def find(g: int) -> int:
+        while parent[g] != g:
+            g = parent[g]
+        return g
+
+    first: dict[str, int] = {}
+    for g, key in zip(groups, keys):
+        if key is not None:
+            parent[find(int(g))] = find(first.setdefault(key, int(g)))
+    return np.array([find(int(g)) for g in groups])
+
+
 def validation_pinned(history: dict | None) -> bool:
     """Validation accuracy at 100% from an early epoch on while the training loss kept falling:
     the signature of a validation set the model has effectively already seen. Epochs only: along

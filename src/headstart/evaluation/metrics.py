@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,3 +113,13 @@ def compute_metrics(y_true: np.ndarray, probabilities: np.ndarray, classes: list
         top_k_accuracy=top_k,
         count=int(len(y_true)),
     )
+
+
+def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion: sensible at 0%, 100% and small n, unlike p ± z·se."""
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    centre, spread = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    low, high = (centre - spread) / (1 + z * z / n), (centre + spread) / (1 + z * z / n)
+    return max(0.0, min(low, p)), min(1.0, max(high, p))  # rounding must not put p outside

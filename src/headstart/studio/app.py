@@ -31,7 +31,7 @@ from ..web.errors import ApiError, validation_message
 from ..web.hosts import LOOPBACK_NAMES, AllowedHosts
 from ..web.schemas import ImagePrediction
 from ..web.uploads import MAX_IMAGE_BYTES, prepare_crop
-from .options import TrainSettings, page_options
+from .options import STUDIO_HPARAMS, TrainSettings, page_options
 from .project import Project
 
 STATIC = Path(__file__).parent / "static"
@@ -75,7 +75,7 @@ class Trainer:
 
         if self.running:
             raise ApiError(409, "a training run is already going")
-        hp = HParams.from_dict(settings.model_dump())
+        hp = HParams.from_dict(settings.model_dump() | STUDIO_HPARAMS)
         if hp.backbone != "auto":
             get_backbone(hp.backbone)  # an unknown one is refused now, not in the run's first second
         self.events, self.error = [], None
@@ -96,16 +96,7 @@ class Trainer:
         try:
             self.run = build()  # on this thread: a comparison of backbones takes a while
             self.run.run()
-            record = self.run.record
-            self.events.append(
-                {
-                    "type": "done",
-                    "accuracy": record.metrics.accuracy,
-                    "split": record.evaluated_on,
-                    "skipped": record.skipped,
-                    "leakage": record.leakage.message() if record.leakage else None,
-                }
-            )
+            self.events.append({"type": "done"} | run_result(self.run.options.out.name, self.run.record))
         except Exception as e:  # shown on the page, in one line, like the CLI
             self.error = str(e) if isinstance(e, HeadstartError) else f"{type(e).__name__}: {e}"
             self.events.append({"type": "failed", "error": self.error})
@@ -114,6 +105,41 @@ class Trainer:
         """Stop the run at its next event."""
         if self.running:
             self.bus.cancel()
+
+
+def run_result(name: str, record) -> dict:
+    """What the page says of a finished run (live, and again after a reload): the held-out accuracy
+    with its count and 95% interval, the curves, what was skipped and any leakage in plain words."""
+    from ..evaluation.metrics import wilson
+
+    metrics = record.metrics
+    correct, total = int(np.trace(np.asarray(metrics.confusion))), int(metrics.count)
+    low, high = wilson(correct, total)
+    return {
+        "model": name,
+        "backbone": record.hparams.backbone,
+        "accuracy": metrics.accuracy,
+        "correct": correct,
+        "total": total,
+        "interval": [low, high],
+        "split": record.evaluated_on,
+        "history": {"val_loss": record.history.val_loss, "val_accuracy": record.history.val_accuracy},
+        "skipped": record.skipped,
+        "leakage": leakage_in_words(record.leakage),
+    }
+
+
+def leakage_in_words(leakage) -> str | None:
+    """The leakage check's finding for someone who records with a webcam, not the CLI's flags."""
+    if leakage is None or not leakage.likely:
+        return None
+    copies = [f"{n} of the {total} {split} images" for split, (n, total) in leakage.held_out_with_copy.items() if n]
+    said = f"{' and '.join(copies)} look almost the same as a training image" if copies else "validation looks too easy"
+    return (
+        f"{said[0].upper()}{said[1:]}, so the accuracy above is probably too high: the model is tested on near-copies "
+        "of what it learnt. Record each class again somewhere else (another angle, light or background), in "
+        "several short holds, then train again."
+    )
 
 
 def review(project: Project, clf, limit: int = 48) -> dict:
@@ -290,6 +316,12 @@ def create_app(project_dir: str | Path, allowed_hosts: Collection[str] = LOOPBAC
                 await asyncio.sleep(0.1)
 
         return StreamingResponse(stream(), media_type="text/event-stream")
+
+    @app.get("/api/train/last")
+    def last_result() -> dict:
+        """The latest model's run, as the page showed it when it finished: it survives a reload."""
+        clf = latest()
+        return run_result(cache["path"].name, clf.record)
 
     @app.get("/api/model")
     def model() -> dict:

@@ -12,6 +12,9 @@ from ..hparams import settings_model
 # The settings the page's form offers; every other HParams field keeps its default.
 TRAIN_SETTINGS = ("epochs", "backbone", "augment", "views", "fine_tune", "hidden")
 TrainSettings = settings_model(TRAIN_SETTINGS, title="TrainSettings")
+# Fixed for every studio run: each recording (and any near-copies) lands wholly in one split, so
+# the accuracy shown is on captures the model never saw, not on the next frame of a hold it trained on.
+STUDIO_HPARAMS = {"group_by": "auto"}
 
 
 def page_options() -> dict:

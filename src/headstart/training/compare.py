@@ -18,7 +18,7 @@ import numpy as np
 
 from ..backbones import BACKBONES, DEFAULT_BACKBONE, EnsembleSpec, get_backbone
 from ..errors import HeadstartError
-from ..evaluation.metrics import compute_metrics
+from ..evaluation.metrics import compute_metrics, wilson
 from ..events import Subscriber
 from ..hparams import HParams
 from ..inference.features import feature_extractor
@@ -78,16 +78,6 @@ class Comparison:
 def label(backbone: str, tta: str) -> str:
     """How a candidate is named in tables: "efficientnet_lite2 +flip"."""
     return backbone if tta == "none" else f"{backbone} +{tta}"
-
-
-def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a proportion: sensible at 0%, 100% and small n, unlike p ± z·se."""
-    if n == 0:
-        return 0.0, 1.0
-    p = correct / n
-    centre, spread = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    low, high = (centre - spread) / (1 + z * z / n), (centre + spread) / (1 + z * z / n)
-    return max(0.0, min(low, p)), min(1.0, max(high, p))  # rounding must not put p outside
 
 
 def mark_pareto(candidates: list[Candidate]) -> None:

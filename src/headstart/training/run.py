@@ -20,14 +20,14 @@ import numpy as np
 
 from ..backbones import EnsembleSpec, get_backbone
 from ..bundle import check_target, save_model
-from ..data.dataset import Dataset, require_unchanged, scan
+from ..data.dataset import Dataset, capture_sessions, require_unchanged, scan
 from ..data.labelled import DataSummary
 from ..data.remote import resolve_data
 from ..distributed.ddp import join
 from ..errors import HeadstartError
 from ..evaluation.calibration import expected_calibration_error, fit_temperature
 from ..evaluation.evaluation import Evaluation
-from ..evaluation.leakage import group_near_duplicates
+from ..evaluation.leakage import group_near_duplicates, join_groups
 from ..evaluation.record import Calibration, History, Timings, TrainingRecord
 from ..hparams import HParams
 from ..inference.features import feature_extractor
@@ -171,11 +171,13 @@ class TrainingRun:
 
     @step
     def group(self) -> None:
-        """With group_by="auto": redraw the splits so near-duplicate clusters stay whole."""
+        """With group_by="auto": redraw the splits so near-duplicate clusters, and the frames of one
+        studio recording, stay whole."""
         with self.events.stage("group", 1, description="Grouping near-duplicates") as progress:
             if self.hp.group_by == "auto":
                 samples = self.dataset.samples
                 groups = group_near_duplicates(self.features.of(samples), self.hp.near_duplicate_threshold)
+                groups = join_groups(groups, capture_sessions([s.path for s in samples]))
                 self.dataset.regroup({s.path: int(g) for s, g in zip(samples, groups)})
             progress.advance()
 

@@ -191,16 +191,18 @@ function grabFrame(video) {
 
 let recording = null;
 let recorded = 0;
+let session = 0;  // one hold of the record button: its frames are named alike, so training keeps them in one split
 async function captureOne() {
   if (!state.stream || !state.selected) { say("Start the camera and pick a class first", true); stopRecording(); return; }
   const blob = await grabFrame($("video"));
   const n = ++recorded;
-  await upload(state.selected, [[blob, `webcam-${Date.now()}-${n}.jpg`]]);
+  await upload(state.selected, [[blob, `webcam-${session}-${n}.jpg`]]);
   say(`${n} frame${n === 1 ? "" : "s"} saved to “${state.selected}”`);
 }
 function startRecording() {
   if (recording) return;
   recorded = 0;
+  session = Date.now();
   $("record").classList.add("recording");
   captureOne();
   recording = setInterval(captureOne, 200);
@@ -217,7 +219,7 @@ record.addEventListener("pointerdown", startRecording);
 for (const ev of ["pointerup", "pointerleave", "blur"]) record.addEventListener(ev, stopRecording);
 record.addEventListener("keydown", (e) => { if (e.key === " " || e.key === "Enter") { e.preventDefault(); startRecording(); } });
 record.addEventListener("keyup", (e) => { if (e.key === " " || e.key === "Enter") stopRecording(); });
-$("snapshot").addEventListener("click", async () => { recorded = 0; await captureOne(); refresh(); loadThumbs(); });
+$("snapshot").addEventListener("click", async () => { recorded = 0; session = Date.now(); await captureOne(); refresh(); loadThumbs(); });
 
 async function uploadFiles(files) {
   if (!state.selected) { say("Pick a class first", true); return; }
@@ -305,14 +307,28 @@ function drawCurves() {
   ctx.fillText(`epoch ${pts.length} · val loss ${pts.at(-1).loss.toFixed(3)} · val accuracy ${(pts.at(-1).accuracy * 100).toFixed(1)}%`, pad, h - 8);
 }
 
-function onDone(e) {
+const percent = (x) => `${(x * 100).toFixed(1)}%`;
+function onDone(e, restored = false) {
   const box = $("train-result");
-  box.replaceChildren(el("p", {}, `Done: accuracy ${(e.accuracy * 100).toFixed(1)}% on the held-out ${e.split} images. `,
+  const [low, high] = e.interval;
+  const which = restored ? `Last model (${e.model}, ${e.backbone})` : "Done";
+  if (e.split === "train") {  // every class's images were one or two recordings: none could be spared for testing
+    box.replaceChildren(el("p", { id: "headline", class: "warn" }, `${which}: no image could be held out for testing, because each class needs three recordings or more `,
+      `(they are kept whole). ${percent(e.accuracy)} is on the training images themselves and says little. `,
+      el("button", { type: "button", onclick: () => showTab("data") }, "Record more")));
+    return;
+  }
+  box.replaceChildren(el("p", { id: "headline" }, `${which}: accuracy ${percent(e.accuracy)}, ${e.correct} of ${e.total} held-out ${e.split} images right `,
+    `(95% interval ${percent(low)}–${percent(high)}). Each recording was kept whole in one split, so these are captures the model never saw. `,
     el("button", { type: "button", onclick: () => showTab("look") }, "Look at the mistakes")));
-  if (e.leakage) box.append(el("p", { class: "warn" }, `⚠ ${e.leakage}`));
+  if (e.total < 30) box.append(el("p", { class: "note" }, `${e.total} held-out images make a wide interval: record more short clips of each class for a surer number.`));
+  if (e.leakage) box.append(el("p", { class: "warn" }, `⚠ ${e.leakage} `, el("button", { type: "button", onclick: () => showTab("data") }, "Record more")));
   const skipped = Object.entries(e.skipped || {});
   if (skipped.length) box.append(el("h3", {}, "Skipped files"), el("ul", {}, ...skipped.map(([p, r]) => el("li", {}, `${p}: ${r}`))));
-  say("Training finished");
+  if (restored) {
+    state.history = e.history.val_loss.map((loss, i) => ({ stage: "train_head", epoch: i + 1, loss, accuracy: e.history.val_accuracy[i] }));
+    drawCurves();
+  } else say("Training finished");
 }
 
 // ---- the training form, from the settings the server declares (HParams' fields, limits and choices)
@@ -474,6 +490,7 @@ async function exportAs(button) {
     const project = await refresh();
     if (navigator.mediaDevices?.enumerateDevices) listCameras().catch(() => {});
     if (project.training) follow();
+    else if (project.models.length) onDone(await api("/api/train/last"), true);  // the last run's result survives a reload
     const tab = location.hash.slice(1);
     showTab(["data", "train", "look", "try", "export"].includes(tab) ? tab : "data");
   } catch (err) { say(err.message, true); }
