@@ -127,15 +127,20 @@ def test_pinned_validation_accuracy_is_recognised():
     assert not validation_pinned(path)
 
 
+def scan_holds(folder, holds: int, frames: int = 12):
+    """Two classes of `holds` recordings of `frames` empty files each, scanned grouped by recording."""
+    for cls in ("left", "right"):
+        (folder / cls).mkdir()
+        for session in range(holds):
+            for frame in range(frames):
+                (folder / cls / f"webcam-{cls}{session}-{frame}.jpg").write_bytes(b"")
+    return scan(folder, 0.1, 0.1, seed=3, group_by=r"^webcam-(\w+)-")
+
+
 def test_groups_larger_than_a_split_share_are_still_held_out(tmp_path):
     """Four holds of 12 frames per class: each hold is more than the 5 images a 10% split wants,
     yet every class gets one whole hold in test and one in validation (before: none held out)."""
-    for cls in ("left", "right"):
-        (tmp_path / cls).mkdir()
-        for session in range(4):
-            for frame in range(12):
-                (tmp_path / cls / f"webcam-{cls}{session}-{frame}.jpg").write_bytes(b"")
-    ds = scan(tmp_path, 0.1, 0.1, seed=3, group_by=r"^webcam-(\w+)-")
+    ds = scan_holds(tmp_path, holds=4)
     for split in ("test", "val"):
         held = ds.split(split)
         assert {ds.classes[s.label] for s in held} == {"left", "right"} and len(held) == 24, split
@@ -145,12 +150,7 @@ def test_groups_larger_than_a_split_share_are_still_held_out(tmp_path):
 
 
 def test_a_class_of_two_holds_keeps_both_for_training(tmp_path):
-    for cls in ("left", "right"):
-        (tmp_path / cls).mkdir()
-        for session in range(2):
-            for frame in range(12):
-                (tmp_path / cls / f"webcam-{cls}{session}-{frame}.jpg").write_bytes(b"")
-    ds = scan(tmp_path, 0.1, 0.1, seed=3, group_by=r"^webcam-(\w+)-")
+    ds = scan_holds(tmp_path, holds=2)
     assert {s.split for s in ds.samples} == {"train"}  # nothing to hold out that training could spare
 
 
