@@ -198,7 +198,7 @@ def test_a_host_that_is_not_this_server_is_refused_before_anything_else(server, 
     assert rebound.status_code == 400 and "evil.example" in rebound.json()["error"]
     assert "--allow-host" in rebound.json()["error"]
     assert httpx.get(f"{server}/v1/model", headers=API_KEY).status_code == 200  # its own name: answered
-    names = names_for_bind("127.0.0.1", ["models.lan"])
+    names = names_for_bind("127.0.0.1", ["models.lan"])  # only a Host header: TestClient runs in-process
     with TestClient(create_app(headstart.load(bundle), allowed_hosts=names), base_url="http://models.lan:8000") as c:
         assert c.get("/v1/health/live").status_code == 200
         assert c.get("/v1/health/live", headers={"host": "models.lan.evil.example"}).status_code == 400

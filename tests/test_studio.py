@@ -272,7 +272,7 @@ def test_webcam_holds_are_held_out_whole_and_the_accuracy_holds_on_a_clip_record
 def test_the_studio_answers_only_to_its_own_names(studio):
     """`headstart studio` bound to loopback refuses a rebinding page's Host before the request does
     anything (a class delete removes its photos from disk)."""
-    url, project = studio
+    url, project = studio  # sent to 127.0.0.1; evil.example (RFC 2606, never resolves) is only the Host header
     (project / "kept").mkdir(exist_ok=True)
     rebound = httpx.delete(url + "api/classes/kept", headers={"host": "evil.example", "origin": "http://evil.example"})
     assert rebound.status_code == 400 and "evil.example" in rebound.json()["error"] and (project / "kept").is_dir()
